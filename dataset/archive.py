@@ -112,6 +112,17 @@ def save_crops(path: str | os.PathLike, x, y, split, source, box, meta: dict) ->
     return CropSet(x, y, split, source, box, meta)
 
 
+def read_meta(path: str | os.PathLike) -> dict:
+    """The sidecar of a crop file, without loading the arrays."""
+    side = sidecar_path(Path(path))
+    if not Path(path).is_file() or not side.is_file():
+        raise DataError(f"{path}: no such crop file (build one with `facehpo data build`)")
+    try:
+        return json.loads(side.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{side}: not a facehpo sidecar ({e})") from e
+
+
 def load_crops(path: str | os.PathLike, verify: bool = True) -> CropSet:
     """Load a crop file and its sidecar; with `verify`, check the content hash."""
     path = Path(path)
@@ -138,6 +149,7 @@ def _atomic_write(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; workers running as other users must read it
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)

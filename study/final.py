@@ -1,0 +1,52 @@
+"""What the final stage leaves behind: test metrics, the saved model, plots and JSON.
+
+The test crops are used here once, after selection; never for choosing anything.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from study.errors import SetupError
+
+
+def write_final(model, crops, result, config: dict, out_dir: Path) -> dict:
+    """Evaluate on the test crops, save model + plots + JSON under `out_dir`.
+
+    Returns the trial user attributes to record: test_accuracy, test_loss, confusion
+    ([[tn, fp], [fn, tp]], rows = true class), output_dir.
+    """
+    from model.train import evaluate, save_model
+    from study.plots import final_plots
+
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SetupError(f"cannot create output folder {out_dir}: {e.strerror}") from None
+    ev = evaluate(model, crops, "test")
+    history = result.to_dict()["history"]
+    save_model(model, crops.mean, crops.std, out_dir / "model", config)
+    plots = final_plots(history, ev.confusion, out_dir)
+    summary = {**config, "val_accuracy": result.val_accuracy, "val_loss": result.val_loss,
+               "test_accuracy": ev.accuracy, "test_loss": ev.loss, "confusion": ev.confusion,
+               "confusion_normalized": ev.normalized_confusion(), "history": history,
+               "plots": [p.name for p in plots],
+               "note": ("trained and tested on the BUILT-IN SAMPLE (scikit-image lfw_subset), not FDDB"
+                        if crops.is_sample else "FDDB crops")}
+    _write_json(out_dir / "final.json", summary)
+    return {"test_accuracy": ev.accuracy, "test_loss": ev.loss, "confusion": ev.confusion,
+            "output_dir": str(out_dir.resolve())}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise SetupError(f"cannot write {path}: {e.strerror}") from None

@@ -1,0 +1,95 @@
+"""The only place that touches an Optuna trial: trial -> configs -> model.train -> value.
+
+TensorFlow is imported lazily, inside the call, so the rest of `study` stays light.
+"""
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from study.errors import TrialFailed
+from study.space import SearchSpace
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    worker: str
+    host: str
+    device: str
+
+    @classmethod
+    def here(cls, worker: str | None, device: str) -> "WorkerInfo":
+        import os
+
+        host = socket.gethostname()
+        return cls(worker=worker or f"{host}-{os.getpid()}", host=host, device=device)
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    stage: str            # coarse | fine | final
+    model: int
+    epochs: int
+    batch_size: int
+    space: dict           # {"lr": [low, high], "reg": [low, high]}
+    out_dir: Path         # where the final stage writes its model, plots and JSON
+    pruning: bool = True  # report per-epoch val accuracy (and prune if the pruner says so)
+    progress: bool = False
+
+    @classmethod
+    def from_study(cls, attrs: dict, out_dir: Path, progress: bool = False) -> "ObjectiveConfig":
+        return cls(stage=attrs["stage"], model=int(attrs["model"]), epochs=int(attrs["epochs"]),
+                   batch_size=int(attrs["batch_size"]), space=attrs["space"], out_dir=out_dir,
+                   progress=progress)
+
+
+class Objective:
+    """Callable for `study.optimize`. `on_start` runs first (the worker releases its claim)."""
+
+    def __init__(self, crops, cfg: ObjectiveConfig, info: WorkerInfo,
+                 on_start: Callable[[], None] | None = None):
+        self.crops, self.cfg, self.info, self.on_start = crops, cfg, info, on_start
+        self.current_trial_id: int | None = None
+
+    def __call__(self, trial) -> float:
+        if self.on_start:
+            self.on_start()
+        self.current_trial_id = trial._trial_id
+        dists = SearchSpace.from_dict(self.cfg.space).distributions()
+        lr = trial.suggest_float("lr", dists["lr"].low, dists["lr"].high, log=True)
+        reg = trial.suggest_float("reg", dists["reg"].low, dists["reg"].high, log=True)
+        seed = int(trial.user_attrs.get("seed", trial.number))
+        for key, value in (("worker", self.info.worker), ("host", self.info.host),
+                           ("device", self.info.device), ("epochs", self.cfg.epochs)):
+            trial.set_user_attr(key, value)
+
+        from optuna_integration.keras import KerasPruningCallback
+
+        from model.cnn import ModelConfig
+        from model.train import TrainConfig, train
+
+        callbacks = [KerasPruningCallback(trial, "val_accuracy")] if self.cfg.pruning else []
+        result, model = train(
+            self.crops, ModelConfig(variant=self.cfg.model, lr=lr, reg=reg),
+            TrainConfig(epochs=self.cfg.epochs, batch_size=self.cfg.batch_size, seed=seed,
+                        progress=self.cfg.progress),
+            callbacks=callbacks, keep_model=self.cfg.stage == "final")
+        trial.set_user_attr("history", [e for e in result.to_dict()["history"]])
+        if not result.ok:
+            trial.set_user_attr("fail_reason", result.fail_reason)
+            raise TrialFailed(result.fail_reason)
+        trial.set_user_attr("val_loss", result.val_loss)
+        if self.cfg.stage == "final":
+            from study.final import write_final
+
+            config = {"model": self.cfg.model, "lr": lr, "reg": reg, "epochs": self.cfg.epochs,
+                      "batch_size": self.cfg.batch_size, "seed": seed,
+                      "source_study": trial.user_attrs.get("source_study"),
+                      "source_trial": trial.user_attrs.get("source_trial"),
+                      "data_hash": self.crops.content_hash,
+                      "data_source": self.crops.meta.get("source")}
+            for key, value in write_final(model, self.crops, result, config, self.cfg.out_dir).items():
+                trial.set_user_attr(key, value)
+        return result.val_accuracy

@@ -1,0 +1,101 @@
+"""coarse -> fine -> final in one process, on the embedded default or any storage.
+
+Every step is idempotent: a re-run creates nothing twice and trains only what is still
+WAITING, so an interrupted pipeline resumes where it stopped.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from optuna.trial import TrialState
+
+from study import storage as db
+from study.errors import SetupError
+from study.space import NarrowRule
+from study.stages import StageConfig, create_coarse, create_final, create_fine, study_name
+from study.worker import WorkerConfig, WorkerSummary, _requeue, run_worker
+
+
+@dataclass(frozen=True)
+class Profile:
+    coarse_trials: int
+    coarse_epochs: int
+    fine_trials: int
+    fine_epochs: int
+    k: int
+    final_epochs: int
+
+
+PROFILES = {
+    # a few minutes on 2 CPU cores with the built-in sample
+    "quick": Profile(coarse_trials=12, coarse_epochs=3, fine_trials=6, fine_epochs=5, k=4, final_epochs=10),
+    # the report's budgets
+    "seed": Profile(coarse_trials=100, coarse_epochs=5, fine_trials=100, fine_epochs=20, k=10,
+                    final_epochs=50),
+}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    name: str = "facehpo"
+    profile: str = "quick"
+    model: int = 1
+    seed: int = 0
+    out_dir: Path = Path("runs")
+    epoch_progress: bool = False
+
+    def __post_init__(self):
+        if self.profile not in PROFILES:
+            raise SetupError(f"unknown profile {self.profile!r}: choose {' or '.join(PROFILES)}")
+
+
+def release_orphans(storage, name: str) -> int:
+    """Embedded mode only: with the pipeline lock held no one else runs trials, so a
+    RUNNING trial belongs to a process that died. Fail it and re-queue it now instead
+    of waiting for its heartbeat to expire."""
+    n = 0
+    for stage in ("coarse", "fine", "final"):
+        sname = study_name(name, stage)
+        if not db.exists(storage, sname):
+            continue
+        study = db.load(storage, sname)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            _requeue(study, t._trial_id, "orphaned: the process running it died; re-queued")
+            n += 1
+    return n
+
+
+def run_pipeline(storage, crops, cfg: PipelineConfig, device: str = "CPU") -> list[WorkerSummary]:
+    p = PROFILES[cfg.profile]
+    lock = db.Lock(storage, f"pipeline:{cfg.name}")
+    if not lock.acquire(wait=False):
+        raise SetupError(f"another pipeline is running on studies {cfg.name}-*: wait for it, "
+                         "or pass another --name")
+    try:
+        if storage.engine.dialect.name == "sqlite":
+            n = release_orphans(storage, cfg.name)
+            if n:
+                print(f"re-queued {n} trial(s) left RUNNING by a process that died", file=sys.stderr)
+        summaries = []
+        steps = [
+            ("coarse", lambda: create_coarse(storage, StageConfig(
+                cfg.name, cfg.model, p.coarse_trials, p.coarse_epochs, cfg.seed), crops.meta)),
+            ("fine", lambda: create_fine(storage, StageConfig(
+                cfg.name, cfg.model, p.fine_trials, p.fine_epochs, cfg.seed), NarrowRule(k=p.k))),
+            ("final", lambda: create_final(storage, cfg.name, p.final_epochs)),
+        ]
+        for stage, create in steps:
+            study = create()
+            print(f"== {stage}: {study.study_name}, {study.user_attrs['n_trials']} trial(s) x "
+                  f"{study.user_attrs['epochs']} epochs", file=sys.stderr, flush=True)
+            summary = run_worker(storage, crops, WorkerConfig(
+                study=study.study_name, out_dir=cfg.out_dir, epoch_progress=cfg.epoch_progress),
+                device=device)
+            summaries.append(summary)
+            if summary.interrupted:
+                break
+        return summaries
+    finally:
+        lock.release()

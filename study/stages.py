@@ -1,0 +1,143 @@
+"""Coarse -> fine -> final: create each study once and enqueue its configurations.
+
+One coordinator (`facehpo init`, `facehpo fine`, `facehpo final` or the pipeline)
+creates a study and enqueues all of its configurations as WAITING trials; workers only
+take them. The coarse draws come from a seeded RandomSampler, so the same seed gives
+the same configurations whatever the number of workers, and the budget is exact.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from study import storage as db
+from study.errors import SetupError
+from study.results import ranked
+from study.space import COARSE, NarrowRule, NotEnoughTrials, SearchSpace, narrow
+
+STAGES = ("coarse", "fine", "final")
+VERSION = "0.1.0"
+
+
+def study_name(name: str, stage: str) -> str:
+    return f"{name}-{stage}"
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One stage's budget. `trials` configurations, each trained `epochs` epochs."""
+
+    name: str = "facehpo"
+    model: int = 1
+    trials: int = 100
+    epochs: int = 5
+    seed: int = 0
+    batch_size: int = 20
+
+    def __post_init__(self):
+        if self.model not in (1, 2):
+            raise SetupError(f"unknown model {self.model}: choose 1 or 2")
+        for field in ("trials", "epochs", "batch_size"):
+            if getattr(self, field) < 1:
+                raise SetupError(f"{field} must be at least 1, got {getattr(self, field)}")
+        if not self.name or len(self.name) > 400:
+            raise SetupError("the run name must be 1 to 400 characters")
+
+
+def draw(space: SearchSpace, n: int, seed: int) -> list[dict[str, float]]:
+    """n configurations from Optuna's RandomSampler(seed), log-uniform in `space`."""
+    sampler = optuna.samplers.RandomSampler(seed=seed)
+    scratch = optuna.create_study(sampler=sampler)  # in memory: only the sampler's draws matter
+    dists = space.distributions()
+    return [dict(scratch.ask(dists).params) for _ in range(n)]
+
+
+def _data_attrs(meta: dict) -> dict:
+    return {"data_hash": meta["content_hash"], "data_source": meta.get("source", "unknown")}
+
+
+def _create(storage, name: str, attrs: dict, configs: list[dict], extra: list[dict]) -> optuna.Study:
+    """Create `name` with `attrs` and enqueue `configs` (with per-config user attrs
+    `extra`), once: re-running finishes an interrupted enqueue and changes nothing else;
+    a study of that name with other settings is refused."""
+    with db.exclusive(storage, f"create:{name}"):
+        if db.exists(storage, name):
+            study = db.load(storage, name)
+            diff = [f"{k} {study.user_attrs.get(k)!r} != {v!r}" for k, v in attrs.items()
+                    if k != "facehpo_version" and study.user_attrs.get(k) != v]
+            if diff:
+                raise SetupError(f"study {name!r} exists with other settings ({'; '.join(diff)}): "
+                                 "choose another --name, or delete it")
+        else:
+            study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+            for k, v in attrs.items():
+                study.set_user_attr(k, v)
+        have = {t.user_attrs.get("draw") for t in study.get_trials(deepcopy=False)}
+        for i, (params, more) in enumerate(zip(configs, extra)):
+            if i not in have:
+                study.enqueue_trial(params, user_attrs={"draw": i, **more})
+    return study
+
+
+def _seeds(seed: int, n: int) -> list[dict]:
+    return [{"seed": seed * 1_000_003 + i} for i in range(n)]  # weight-init seed per config
+
+
+def create_coarse(storage, cfg: StageConfig, data_meta: dict) -> optuna.Study:
+    space = COARSE
+    attrs = {"stage": "coarse", "model": cfg.model, "epochs": cfg.epochs, "n_trials": cfg.trials,
+             "batch_size": cfg.batch_size, "seed": cfg.seed, "space": space.to_dict(),
+             **_data_attrs(data_meta), "facehpo_version": VERSION}
+    configs = draw(space, cfg.trials, cfg.seed)
+    return _create(storage, study_name(cfg.name, "coarse"), attrs, configs, _seeds(cfg.seed, cfg.trials))
+
+
+def _finished_parent(storage, name: str) -> optuna.Study:
+    parent = db.load(storage, name)
+    busy = [t.number for t in parent.get_trials(deepcopy=False)
+            if t.state in (TrialState.WAITING, TrialState.RUNNING)]
+    if busy:
+        raise SetupError(f"study {name!r} still has {len(busy)} unfinished trials "
+                         f"(e.g. {busy[:5]}): let its workers finish first")
+    return parent
+
+
+def create_fine(storage, cfg: StageConfig, rule: NarrowRule = NarrowRule()) -> optuna.Study:
+    """Narrow the coarse ranges from its top-k trials; enqueue the best coarse
+    configuration plus `cfg.trials` fresh draws (so the study holds trials + 1)."""
+    parent = _finished_parent(storage, study_name(cfg.name, "coarse"))
+    top = ranked(parent.get_trials(deepcopy=False))
+    try:
+        space = narrow([t.params for t in top], SearchSpace.from_dict(parent.user_attrs["space"]), rule)
+    except NotEnoughTrials as e:
+        raise SetupError(f"{parent.study_name}: {e}; lower --k or run more coarse trials") from None
+    pa = parent.user_attrs
+    attrs = {"stage": "fine", "model": pa["model"], "epochs": cfg.epochs, "n_trials": cfg.trials + 1,
+             "batch_size": pa["batch_size"], "seed": cfg.seed, "space": space.to_dict(),
+             "parent": parent.study_name, "k": rule.k, "rule": rule.name,
+             "data_hash": pa["data_hash"], "data_source": pa["data_source"], "facehpo_version": VERSION}
+    best = top[0]
+    configs = [dict(best.params)] + draw(space, cfg.trials, cfg.seed)
+    extra = [{"seed": best.user_attrs.get("seed", cfg.seed), "source_study": parent.study_name,
+              "source_trial": best.number}] + _seeds(cfg.seed + 1, cfg.trials)
+    return _create(storage, study_name(cfg.name, "fine"), attrs, configs, extra)
+
+
+def create_final(storage, name: str, epochs: int = 50) -> optuna.Study:
+    """One trial: the best fine configuration, retrained for `epochs` and tested once."""
+    if epochs < 1:
+        raise SetupError(f"epochs must be at least 1, got {epochs}")
+    parent = _finished_parent(storage, study_name(name, "fine"))
+    top = ranked(parent.get_trials(deepcopy=False))
+    if not top:
+        raise SetupError(f"{parent.study_name} has no COMPLETE trial to retrain")
+    best, pa = top[0], parent.user_attrs
+    attrs = {"stage": "final", "model": pa["model"], "epochs": epochs, "n_trials": 1,
+             "batch_size": pa["batch_size"], "seed": pa["seed"], "space": pa["space"],
+             "parent": parent.study_name, "source_trial": best.number,
+             "data_hash": pa["data_hash"], "data_source": pa["data_source"], "facehpo_version": VERSION}
+    extra = [{"seed": best.user_attrs.get("seed", pa["seed"]), "source_study": parent.study_name,
+              "source_trial": best.number}]
+    return _create(storage, study_name(name, "final"), attrs, [dict(best.params)], extra)

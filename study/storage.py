@@ -1,0 +1,242 @@
+"""The only module that opens a database.
+
+Every connection goes through `open_storage`, which builds Optuna's RDBStorage with
+pool pre-ping, a small pool, heartbeats and RetryHeartbeatStaleTrialCallback, retries
+the first connection with backoff, and turns database errors into one SetupError line
+that names the URL (password masked) and the likely cause.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import time
+import warnings
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+from sqlalchemy import exc as sa_exc
+
+from study.errors import SetupError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "sqlite:///facehpo.db"  # the embedded default: one process, a file in the cwd
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    url: str = DEFAULT_URL
+    heartbeat_interval: int = 60   # seconds between heartbeats of a running trial
+    grace_period: int = 300        # a trial silent this long is failed and re-queued
+    max_retry: int = 2             # re-queues of one configuration after stale failures
+    connect_attempts: int = 5
+    connect_backoff: float = 1.0   # seconds before the 2nd attempt, doubled each time
+
+    def __post_init__(self):
+        if self.heartbeat_interval < 1 or self.grace_period <= self.heartbeat_interval:
+            raise SetupError(
+                f"heartbeat interval {self.heartbeat_interval}s and grace period "
+                f"{self.grace_period}s: need interval >= 1 and grace > interval")
+
+    @classmethod
+    def resolve(cls, url: str | None = None, heartbeat_interval: int | None = None,
+                grace_period: int | None = None) -> "StorageConfig":
+        """Flag > environment variable > default."""
+        env = os.environ
+        cfg = cls(
+            url=url or env.get("FACEHPO_STORAGE") or DEFAULT_URL,
+            heartbeat_interval=heartbeat_interval or _env_int("FACEHPO_HEARTBEAT_INTERVAL", 60),
+            grace_period=grace_period or _env_int("FACEHPO_GRACE_PERIOD", 300),
+        )
+        return replace(cfg, url=_with_password_file(cfg.url))
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SetupError(f"{name}={raw!r} is not an integer") from None
+
+
+def _parse(url: str) -> sqlalchemy.engine.URL:
+    try:
+        return sqlalchemy.engine.make_url(url)
+    except (sa_exc.ArgumentError, ValueError):
+        raise SetupError(f"malformed storage URL {url!r}: expected e.g. "
+                         "sqlite:///facehpo.db or postgresql+psycopg2://user:pw@host:5432/db") from None
+
+
+def _with_password_file(url: str) -> str:
+    """Insert the password from FACEHPO_STORAGE_PASSWORD_FILE (a Docker secret) if the URL has none."""
+    path = os.environ.get("FACEHPO_STORAGE_PASSWORD_FILE")
+    if not path:
+        return url
+    parsed = _parse(url)
+    if parsed.password:
+        return url
+    try:
+        password = Path(path).read_text().strip()
+    except OSError as e:
+        raise SetupError(f"FACEHPO_STORAGE_PASSWORD_FILE {path}: {e.strerror}") from None
+    return parsed.set(password=password).render_as_string(hide_password=False)
+
+
+def mask(url: str) -> str:
+    """The URL with its password replaced by ***, for messages and logs."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<malformed URL>"
+
+
+def _engine_kwargs(url: sqlalchemy.engine.URL) -> dict:
+    if url.get_backend_name() == "postgresql":
+        return {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2, "pool_recycle": 1800,
+                "connect_args": {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30}}
+    if url.get_backend_name() == "sqlite":
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True}
+
+
+def _cause(e: Exception) -> str:
+    """The first line of the driver's message: 'connection refused', 'database "x" does not exist'."""
+    orig = getattr(e, "orig", None) or e
+    text = str(orig).strip().splitlines()
+    return text[0].strip() if text else type(orig).__name__
+
+
+def is_transient(e: BaseException) -> bool:
+    """A lost or refused connection (worth retrying), as opposed to a wrong setup."""
+    return isinstance(e, (sa_exc.OperationalError, sa_exc.InterfaceError)) or (
+        isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated)
+
+
+def open_storage(cfg: StorageConfig, create: bool = False) -> optuna.storages.RDBStorage:
+    """Open the study database. Only `create=True` (init, embedded pipeline) creates tables."""
+    url = _parse(cfg.url)
+    backend = url.get_backend_name()
+    if backend not in ("sqlite", "postgresql", "mysql"):
+        raise SetupError(f"unsupported storage {mask(cfg.url)}: use sqlite:/// or postgresql+psycopg2://")
+    if backend == "sqlite" and not create:
+        db = url.database or ""
+        if db and db != ":memory:" and not Path(db).is_file():
+            raise SetupError(f"no database file {db} ({mask(cfg.url)}): run `facehpo init` first")
+    delay, last = cfg.connect_backoff, None
+    for attempt in range(1, cfg.connect_attempts + 1):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    cfg.url, engine_kwargs=_engine_kwargs(url),
+                    heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=cfg.max_retry),
+                    skip_table_creation=not create)
+        except sa_exc.SQLAlchemyError as e:
+            last = e
+            if not is_transient(e) or attempt == cfg.connect_attempts:
+                break
+            log.warning("database %s not reachable (%s); retry %d/%d in %.0fs",
+                        mask(cfg.url), _cause(e), attempt, cfg.connect_attempts - 1, delay)
+            time.sleep(delay)
+            delay *= 2
+        except RuntimeError as e:  # Optuna's schema-version check
+            raise SetupError(f"{mask(cfg.url)}: {_cause(e)}") from None
+    hint = ("is the server running and are host, port, user, password and database right?"
+            if is_transient(last) else "is this an Optuna database? run `facehpo init` to create one")
+    raise SetupError(f"cannot open the study database {mask(cfg.url)}: {_cause(last)} ({hint})")
+
+
+def study_names(storage) -> list[str]:
+    return sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
+
+
+def load(storage, name: str, sampler=None, pruner=None) -> optuna.Study:
+    """Load an existing study; a missing one is a setup error naming what exists."""
+    try:
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    except KeyError:
+        known = ", ".join(study_names(storage)) or "none"
+        raise SetupError(f"no study named {name!r} in {mask(storage.url)} (studies there: {known})") from None
+
+
+def exists(storage, name: str) -> bool:
+    return name in study_names(storage)
+
+
+class Lock:
+    """A lock shared by every process using this storage, releasable early.
+
+    PostgreSQL: a transaction-scoped advisory lock on its own connection (the server
+    drops it if the holder dies). SQLite: an flock on a file beside the database.
+    """
+
+    def __init__(self, storage, key: str):
+        self.storage, self.key = storage, key
+        self._conn = self._txn = self._file = None
+
+    def acquire(self, wait: bool = True) -> bool:
+        engine = self.storage.engine
+        if engine.dialect.name == "postgresql":
+            self._conn = engine.connect()
+            self._txn = self._conn.begin()
+            fn = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+            got = self._conn.execute(sqlalchemy.text(f"SELECT {fn}(hashtext(:k))"), {"k": self.key}).scalar()
+            if got is False:
+                self.release()
+                return False
+            return True
+        db = engine.url.database
+        if not db or db == ":memory:":
+            return True
+        self._file = open(f"{db}.{zlib.crc32(self.key.encode()):08x}.lock", "a")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            self.release()
+            return False
+        return True
+
+    def release(self) -> None:
+        """Idempotent; safe after a lost connection."""
+        if self._txn is not None:
+            try:
+                self._txn.rollback()
+                self._conn.close()
+            except sa_exc.SQLAlchemyError:
+                pass  # the connection is gone, and with it the lock
+            self._txn = self._conn = None
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "Lock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def claim(storage, study: str) -> Lock:
+    """Held by a worker from 'is a trial WAITING?' until Optuna has popped it."""
+    return Lock(storage, f"claim:{study}")
+
+
+@contextlib.contextmanager
+def exclusive(storage, key: str, wait: bool = True):
+    """A critical section across processes; with wait=False yields False if taken."""
+    lock = Lock(storage, key)
+    try:
+        yield lock.acquire(wait)
+    finally:
+        lock.release()

@@ -1,0 +1,130 @@
+"""Creating and enqueueing the three stages, on SQLite and the real PostgreSQL.
+
+Results are told through Optuna's API (no TensorFlow): these tests are about what
+the coordinator puts in the database, not about training.
+"""
+import math
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from study import storage as db
+from study.errors import SetupError
+from study.space import COARSE, NarrowRule, SearchSpace
+from study.stages import StageConfig, create_coarse, create_final, create_fine, draw
+
+META = {"content_hash": "sha256:abc", "source": "builtin-sample"}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def storage(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/s.db"
+    else:
+        url = request.getfixturevalue("fresh_pg")
+    s = db.open_storage(db.StorageConfig(url=url, heartbeat_interval=1, grace_period=3), create=True)
+    yield s
+    s.engine.dispose()
+
+
+def _pop(study):
+    """Play worker: pop a WAITING trial and suggest its (fixed) parameters."""
+    t = study.ask()
+    for name, d in SearchSpace.from_dict(study.user_attrs["space"]).distributions().items():
+        t.suggest_float(name, d.low, d.high, log=True)
+    return t
+
+
+def _finish(study, value_of):
+    """Tell every WAITING trial a value computed from its params."""
+    while study.get_trials(states=(TrialState.WAITING,)):
+        t = _pop(study)
+        t.set_user_attr("val_loss", 1.0)
+        study.tell(t, value_of(t.params))
+
+
+def test_draws_are_seeded_log_uniform_and_in_range():
+    a, b = draw(COARSE, 200, seed=3), draw(COARSE, 200, seed=3)
+    assert a == b and draw(COARSE, 5, seed=4) != a[:5]
+    logs = [math.log10(c["lr"]) for c in a]
+    assert all(-6 <= x <= -3 for x in logs)
+    # log-uniform: about half of the draws below the log midpoint -4.5
+    assert 70 < sum(x < -4.5 for x in logs) < 130
+
+
+def test_coarse_enqueues_exactly_n_and_is_idempotent(storage):
+    cfg = StageConfig(name="r1", trials=7, epochs=2, seed=5)
+    study = create_coarse(storage, cfg, META)
+    again = create_coarse(storage, cfg, META)
+    trials = again.get_trials()
+    assert len(trials) == 7 and all(t.state == TrialState.WAITING for t in trials)
+    assert [t.system_attrs["fixed_params"] for t in trials] == draw(COARSE, 7, seed=5)
+    assert study.user_attrs["space"] == COARSE.to_dict() and study.user_attrs["data_hash"] == "sha256:abc"
+    assert sorted(t.user_attrs["draw"] for t in trials) == list(range(7))
+
+
+def test_an_interrupted_enqueue_is_completed_not_duplicated(storage):
+    cfg = StageConfig(name="r2", trials=5, epochs=1)
+    study = create_coarse(storage, cfg, META)
+    # simulate a coordinator that died after 5 of 8 enqueues: re-run with the same draws
+    create_coarse(storage, cfg, META)
+    assert len(study.get_trials()) == 5
+
+
+def test_same_name_with_other_settings_is_refused(storage):
+    create_coarse(storage, StageConfig(name="r3", trials=3, epochs=1), META)
+    with pytest.raises(SetupError, match="exists with other settings.*epochs 1 != 2"):
+        create_coarse(storage, StageConfig(name="r3", trials=3, epochs=2), META)
+
+
+def test_fine_narrows_from_top_k_and_records_lineage(storage):
+    coarse = create_coarse(storage, StageConfig(name="r4", trials=20, epochs=1, seed=1), META)
+    _finish(coarse, lambda p: -abs(math.log10(p["lr"]) + 4))  # best near lr 1e-4
+    fine = create_fine(storage, StageConfig(name="r4", trials=6, epochs=3, seed=2), NarrowRule(k=5))
+    attrs = fine.user_attrs
+    assert attrs["parent"] == "r4-coarse" and attrs["k"] == 5 and attrs["rule"] == NarrowRule(k=5).name
+    space = SearchSpace.from_dict(attrs["space"])
+    assert COARSE.lr.low <= space.lr.low < 1e-4 < space.lr.high <= COARSE.lr.high
+    trials = fine.get_trials()
+    assert len(trials) == 7 == attrs["n_trials"]
+    best = max(coarse.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value)
+    assert trials[0].system_attrs["fixed_params"] == best.params and trials[0].user_attrs["source_trial"] == best.number
+
+
+def test_fine_refuses_unfinished_or_too_small_parent(storage):
+    coarse = create_coarse(storage, StageConfig(name="r5", trials=3, epochs=1), META)
+    with pytest.raises(SetupError, match="still has 3 unfinished trials"):
+        create_fine(storage, StageConfig(name="r5", trials=2, epochs=1), NarrowRule(k=2))
+    _finish(coarse, lambda p: 0.5)
+    with pytest.raises(SetupError, match="need 10 COMPLETE trials.*has 3"):
+        create_fine(storage, StageConfig(name="r5", trials=2, epochs=1), NarrowRule(k=10))
+
+
+def test_final_takes_best_fine_trial_ties_to_lower_val_loss(storage):
+    coarse = create_coarse(storage, StageConfig(name="r6", trials=4, epochs=1), META)
+    _finish(coarse, lambda p: 0.5)
+    fine = create_fine(storage, StageConfig(name="r6", trials=3, epochs=1), NarrowRule(k=2))
+    losses = iter([0.9, 0.2, 0.5, 0.1])
+    while fine.get_trials(states=(TrialState.WAITING,)):
+        t = _pop(fine)
+        loss = next(losses)
+        t.set_user_attr("val_loss", loss)
+        fine.tell(t, 0.9 if loss != 0.1 else 0.8)  # three tie at 0.9; 0.2 has the lowest loss
+    final = create_final(storage, "r6", epochs=2)
+    (trial,) = final.get_trials()
+    winner = [t for t in fine.trials if t.user_attrs["val_loss"] == 0.2][0]
+    assert trial.system_attrs["fixed_params"] == winner.params and final.user_attrs["source_trial"] == winner.number
+    assert final.user_attrs["parent"] == "r6-fine" and final.user_attrs["epochs"] == 2
+
+
+def test_unknown_study_names_what_exists(storage):
+    create_coarse(storage, StageConfig(name="r7", trials=1, epochs=1), META)
+    with pytest.raises(SetupError, match="no study named 'nope'.*r7-coarse"):
+        db.load(storage, "nope")
+
+
+@pytest.mark.parametrize("kw", [{"trials": 0}, {"epochs": -1}, {"model": 3}, {"name": ""}])
+def test_bad_stage_config(kw):
+    with pytest.raises(SetupError):
+        StageConfig(**kw)
