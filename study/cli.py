@@ -87,7 +87,7 @@ def cmd_train(args) -> int:
 
     crops = _data(args.data)
     device = _device()
-    result, _ = train(crops, ModelConfig(variant=args.model, lr=args.lr, reg=args.reg),
+    result = train(crops, ModelConfig(variant=args.model, lr=args.lr, reg=args.reg),
                       TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                                   progress=True))
     if not result.ok:
@@ -307,15 +307,19 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from study.errors import SetupError
 
     errors: list[type[BaseException]] = [SetupError, DataError, sqlalchemy.exc.SQLAlchemyError]
-    if "model.train" in sys.modules:
-        errors.append(getattr(sys.modules["model.train"], "ModelError", SetupError))
+    if "model.errors" in sys.modules:
+        errors.append(sys.modules["model.errors"].ModelError)
     return tuple(errors)
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.DEBUG if args.debug else optuna.logging.WARNING)
     try:
         return args.func(args)
     except KeyboardInterrupt:

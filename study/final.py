@@ -18,7 +18,8 @@ def write_final(model, crops, result, config: dict, out_dir: Path) -> dict:
     Returns the trial user attributes to record: test_accuracy, test_loss, confusion
     ([[tn, fp], [fn, tp]], rows = true class), output_dir.
     """
-    from model.train import evaluate, save_model
+    from model.saving import save_model
+    from model.train import evaluate
     from study.plots import final_plots
 
     out_dir = Path(out_dir)
@@ -27,17 +28,18 @@ def write_final(model, crops, result, config: dict, out_dir: Path) -> dict:
     except OSError as e:
         raise SetupError(f"cannot create output folder {out_dir}: {e.strerror}") from None
     ev = evaluate(model, crops, "test")
+    confusion = [list(row) for row in ev.confusion]
     history = result.to_dict()["history"]
     save_model(model, crops.mean, crops.std, out_dir / "model", config)
-    plots = final_plots(history, ev.confusion, out_dir)
+    plots = final_plots(history, confusion, out_dir)
     summary = {**config, "val_accuracy": result.val_accuracy, "val_loss": result.val_loss,
-               "test_accuracy": ev.accuracy, "test_loss": ev.loss, "confusion": ev.confusion,
-               "confusion_normalized": ev.normalized_confusion(), "history": history,
+               "test_accuracy": ev.accuracy, "test_loss": ev.loss, "confusion": confusion,
+               "confusion_normalized": [list(row) for row in ev.rates()], "history": history,
                "plots": [p.name for p in plots],
                "note": ("trained and tested on the BUILT-IN SAMPLE (scikit-image lfw_subset), not FDDB"
                         if crops.is_sample else "FDDB crops")}
     _write_json(out_dir / "final.json", summary)
-    return {"test_accuracy": ev.accuracy, "test_loss": ev.loss, "confusion": ev.confusion,
+    return {"test_accuracy": ev.accuracy, "test_loss": ev.loss, "confusion": confusion,
             "output_dir": str(out_dir.resolve())}
 
 

@@ -68,15 +68,15 @@ class Objective:
         from optuna_integration.keras import KerasPruningCallback
 
         from model.cnn import ModelConfig
-        from model.train import TrainConfig, train
+        from model.train import TrainConfig, train_model
 
         callbacks = [KerasPruningCallback(trial, "val_accuracy")] if self.cfg.pruning else []
-        result, model = train(
+        result, model = train_model(
             self.crops, ModelConfig(variant=self.cfg.model, lr=lr, reg=reg),
             TrainConfig(epochs=self.cfg.epochs, batch_size=self.cfg.batch_size, seed=seed,
                         progress=self.cfg.progress),
-            callbacks=callbacks, keep_model=self.cfg.stage == "final")
-        trial.set_user_attr("history", [e for e in result.to_dict()["history"]])
+            callbacks=callbacks)
+        trial.set_user_attr("history", result.to_dict()["history"])
         if not result.ok:
             trial.set_user_attr("fail_reason", result.fail_reason)
             raise TrialFailed(result.fail_reason)
