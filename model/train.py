@@ -1,0 +1,205 @@
+"""Fit and evaluate the CNN; results come back as plain frozen objects.
+
+A failure of the run itself (loss became NaN or infinite, out of memory) is not
+raised: it comes back as a TrainResult with `fail_reason`, so a worker marks that
+trial failed and goes on. Exceptions raised by the caller's callbacks (e.g.
+optuna.TrialPruned from the study layer's pruning callback) pass through unchanged.
+
+Reproducibility: `keras.utils.set_random_seed(seed)` seeds weights, dropout and
+the shuffle. On this CPU two runs with the same seed give identical histories
+without `tf.config.experimental.enable_op_determinism()` (tests/model checks
+it), so that costly switch is not used. GPU kernels may still differ run to run.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from dataset.archive import CropSet
+from dataset.pipeline import datasets, split_dataset
+from model import device
+from model.cnn import ModelConfig, build_model
+from model.errors import ModelError
+from model.saving import inference_model, load_model, save_model
+
+__all__ = ["EpochMetrics", "EvalResult", "ModelError", "TrainConfig", "TrainResult",
+           "evaluate", "inference_model", "load_model", "save_model", "train", "train_model"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 5
+    batch_size: int = 20
+    seed: int = 0
+    progress: bool = False   # one line per epoch on stderr
+
+    def __post_init__(self):
+        if not (isinstance(self.epochs, int) and self.epochs >= 1):
+            raise ValueError(f"epochs must be an integer >= 1, got {self.epochs!r}")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise ValueError(f"batch size must be an integer >= 1, got {self.batch_size!r}")
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int            # 1-based, as in progress lines and fail reasons
+    loss: float
+    accuracy: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    history: tuple[EpochMetrics, ...]  # completed epochs only
+    fail_reason: str | None
+    seconds: float
+    device: str
+
+    @property
+    def ok(self) -> bool:
+        return self.fail_reason is None
+
+    @property
+    def val_accuracy(self) -> float | None:
+        return self.history[-1].val_accuracy if self.history else None
+
+    @property
+    def val_loss(self) -> float | None:
+        return self.history[-1].val_loss if self.history else None
+
+    def to_dict(self) -> dict:
+        return {"history": [m.to_dict() for m in self.history], "fail_reason": self.fail_reason,
+                "seconds": self.seconds, "device": self.device, "epochs": len(self.history),
+                "val_accuracy": self.val_accuracy, "val_loss": self.val_loss}
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    accuracy: float
+    loss: float                 # cross-entropy + L2 penalty, as Keras reports val_loss
+    confusion: tuple[tuple[int, int], tuple[int, int]]  # [[tn, fp], [fn, tp]], rows = true
+
+    def rates(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """The confusion matrix with each row divided by its total (0 for an empty row)."""
+        return tuple(tuple(c / sum(row) if sum(row) else 0.0 for c in row)
+                     for row in self.confusion)
+
+    def to_dict(self) -> dict:
+        return {"accuracy": self.accuracy, "loss": self.loss,
+                "confusion": [list(r) for r in self.confusion]}
+
+
+class _RetraceNoise(logging.Filter):
+    """Every trial builds a new model, so TensorFlow's 'triggered tf.function retracing'
+    warning fires on every trial after the fifth; it says nothing about this run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+tf.get_logger().addFilter(_RetraceNoise())
+
+
+class _NonFinite(Exception):
+    """Raised inside fit by _Recorder; becomes a fail_reason, never leaves this module."""
+
+
+class _Recorder(keras.callbacks.Callback):
+    """Per-epoch metrics, the NaN / inf check and the progress line.
+
+    Only epoch hooks: a batch hook would make Keras sync on every step. Placed first
+    in the callback list, so a non-finite epoch stops before other callbacks see it.
+    """
+
+    def __init__(self, epochs: int, progress: bool):
+        super().__init__()
+        self.epochs, self.progress = epochs, progress
+        self.history: list[EpochMetrics] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        values = {k: float(logs.get(k, math.nan))
+                  for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+        for key in ("loss", "val_loss"):
+            if not math.isfinite(values[key]):
+                word = "nan" if math.isnan(values[key]) else "infinite"
+                raise _NonFinite(f"{key} became {word} in epoch {epoch + 1}")
+        m = EpochMetrics(epoch + 1, **values, seconds=time.perf_counter() - self._start)
+        self.history.append(m)
+        if self.progress:
+            print(f"epoch {m.epoch}/{self.epochs}  loss {m.loss:.4f}  acc {m.accuracy:.4f}  "
+                  f"val_loss {m.val_loss:.4f}  val_acc {m.val_accuracy:.4f}  {m.seconds:.1f}s",
+                  file=sys.stderr, flush=True)
+
+
+def train(crops: CropSet, model_cfg: ModelConfig, train_cfg: TrainConfig,
+          callbacks=()) -> TrainResult:
+    """Train one configuration; the model is dropped (see `train_model` to keep it)."""
+    return train_model(crops, model_cfg, train_cfg, callbacks)[0]
+
+
+def train_model(crops: CropSet, model_cfg: ModelConfig, train_cfg: TrainConfig,
+                callbacks=()) -> tuple[TrainResult, keras.Model | None]:
+    """(result, trained model); the model is None when the run failed.
+
+    `callbacks` are extra Keras callbacks, run after the metrics recorder.
+    """
+    keras.backend.clear_session()  # drop the previous trial's graphs and weights
+    gc.collect()
+    keras.utils.set_random_seed(train_cfg.seed)
+    start = time.perf_counter()
+    recorder = _Recorder(train_cfg.epochs, train_cfg.progress)
+    model, fail = None, None
+    try:
+        train_ds, val_ds = datasets(crops, train_cfg.batch_size, train_cfg.seed)
+        model = build_model(model_cfg)
+        model.fit(train_ds, validation_data=val_ds, epochs=train_cfg.epochs, verbose=0,
+                  shuffle=False, callbacks=[recorder, *callbacks])
+    except _NonFinite as e:
+        fail = str(e)
+    except tf.errors.ResourceExhaustedError as e:
+        fail = "out of memory: " + (str(e.message).strip().splitlines() or ["?"])[0]
+    if fail is not None:
+        model = None
+        keras.backend.clear_session()
+        gc.collect()
+    result = TrainResult(tuple(recorder.history), fail,
+                         time.perf_counter() - start, device.describe())
+    return result, model
+
+
+def evaluate(model: keras.Model, crops: CropSet, split: str = "test", *,
+             raw_pixels: bool = False, batch_size: int = 256) -> EvalResult:
+    """Accuracy, loss and confusion matrix of `model` on one split.
+
+    `model` takes normalized input (as returned by `train_model`); pass
+    raw_pixels=True for a saved / inference model that normalizes itself.
+    """
+    _, y = crops.part(split)
+    ds = split_dataset(crops, split, batch_size, normalize=not raw_pixels)
+    probs = model.predict(ds, verbose=0)  # (n, 2) float32
+    y = y.astype(np.int64)
+    pred = probs.argmax(axis=1)
+    confusion = tuple(tuple(int(((y == t) & (pred == p)).sum()) for p in (0, 1))
+                      for t in (0, 1))
+    ce = float(np.mean(keras.ops.convert_to_numpy(
+        keras.losses.sparse_categorical_crossentropy(y, probs))))
+    penalty = float(sum(float(keras.ops.convert_to_numpy(w)) for w in model.losses))
+    return EvalResult(float((pred == y).mean()), ce + penalty, confusion)
