@@ -1,6 +1,9 @@
 """facehpo's command line: parse, build a config, call one function.
 
-Usage errors and setup failures print one line and exit 1 (tracebacks with --debug).
+Every failure prints one line on stderr (tracebacks with --debug), and nothing that
+can fail imports TensorFlow before the input is checked. Exit codes: 0 done, 1 setup
+failure (storage, data, study, output), 2 bad command line, 3 internal error, 4 the
+`train` run diverged, 130 SIGINT, 143 SIGTERM.
 Precedence everywhere: command-line flag > environment variable > default.
 """
 from __future__ import annotations
@@ -8,10 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
-EXIT_USAGE = 1      # usage error or setup failure
+EXIT_USAGE = 1      # setup failure: storage, data, study, output folder
+EXIT_ARGS = 2       # bad command line (argparse)
 EXIT_INTERNAL = 3   # a bug: rerun with --debug
 EXIT_TRIAL_FAILED = 4  # `facehpo train`: the run diverged (NaN) or ran out of memory
 
@@ -42,11 +47,16 @@ def _data_meta(path: str | None) -> dict:
     return read_meta(path)
 
 
-def _storage(args, create: bool = False):
-    from study.storage import StorageConfig, open_storage
+def _storage_config(args):
+    from study.storage import StorageConfig
 
-    return open_storage(StorageConfig.resolve(args.storage, args.heartbeat_interval, args.grace_period),
-                        create=create)
+    return StorageConfig.resolve(args.storage, args.heartbeat_interval, args.grace_period)
+
+
+def _storage(args, create: bool = False):
+    from study.storage import open_storage
+
+    return open_storage(_storage_config(args), create=create)
 
 
 def _out(args) -> Path:
@@ -82,10 +92,10 @@ def cmd_data_sample(args) -> int:
 
 
 def cmd_train(args) -> int:
+    crops = _data(args.data)  # before TensorFlow loads: bad data fails fast and quietly
     from model.cnn import ModelConfig
     from model.train import TrainConfig, train
 
-    crops = _data(args.data)
     device = _device()
     result = train(crops, ModelConfig(variant=args.model, lr=args.lr, reg=args.reg),
                       TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
@@ -112,11 +122,26 @@ def cmd_init(args) -> int:
 
 
 def _create_views(storage) -> None:
-    try:
-        from study.views import create_views
-    except ImportError:  # views arrive with the SQL issue
-        return
+    from study.views import create_views
+
     create_views(storage.engine)
+
+
+def cmd_db_views(args) -> int:
+    _create_views(_storage(args))
+    print("views created: facehpo_trials, facehpo_top, facehpo_best, facehpo_lineage, "
+          "facehpo_final, facehpo_curves (see docs/sql.md)")
+    return 0
+
+
+def cmd_db_reader_role(args) -> int:
+    from study.views import create_reader_role
+
+    password = os.environ.get("FACEHPO_READER_PASSWORD")
+    create_reader_role(_storage(args).engine, role=args.role, password=password)
+    print(f"role {args.role} can now SELECT the facehpo_* views and nothing else"
+          + ("" if password else " (no password set: FACEHPO_READER_PASSWORD)"))
+    return 0
 
 
 def cmd_fine(args) -> int:
@@ -133,12 +158,16 @@ def cmd_fine(args) -> int:
 
 
 def _work(args, storage, study_name: str) -> int:
-    from study.worker import EXIT_SIGINT, EXIT_SIGTERM, WorkerConfig, run_worker
+    from study import storage as db
+    from study.worker import EXIT_SIGINT, EXIT_SIGTERM, WorkerConfig, check_data, run_worker
 
     crops = _data(args.data)
+    check_data(db.load(storage, study_name), crops)  # before TensorFlow loads
+    scfg = _storage_config(args)
     summary = run_worker(storage, crops, WorkerConfig(
         study=study_name, out_dir=_out(args), worker_id=args.worker_id or os.environ.get("FACEHPO_WORKER_ID"),
-        pruner=args.pruner, epoch_progress=args.epoch_progress), device=_device())
+        pruner=args.pruner, epoch_progress=args.epoch_progress, reconnect_attempts=scfg.reconnect_attempts,
+        reconnect_backoff=scfg.connect_backoff), device=_device())
     print(f"{summary.study}: this worker completed {summary.completed}, failed {summary.failed}, "
           f"pruned {summary.pruned}" + (f"; stopped by {summary.interrupted}" if summary.interrupted else ""),
           file=sys.stderr)
@@ -198,6 +227,20 @@ def cmd_report(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the subcommand's parsers inherit it)."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_ARGS)
+
+
+def _sigterm(signum, frame):
+    """SIGTERM outside a worker's trial loop: stop like Ctrl-C, exit 143."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(143)
+
+
 def build_parser() -> argparse.ArgumentParser:
     def positive(text: str) -> int:
         try:
@@ -240,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model", type=int, choices=(1, 2), default=1, help="the report's Model 1 or 2")
     model.add_argument("--seed", type=int, default=0)
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="facehpo", description="Hyperparameter search for the report's face / non-face CNN: "
         "Optuna studies (coarse -> fine -> final), workers, reports.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -288,10 +331,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     pp = sub.add_parser("pipeline", parents=[common, db, data, name, model],
                         help="coarse -> fine -> final in this process")
-    pp.add_argument("--profile", default="quick", help="quick (minutes, default) or seed (the report's budgets)")
+    pp.add_argument("--profile", default="quick",
+                    help="quick (minutes, default), seed (the report's budgets) or smoke (seconds)")
     pp.add_argument("--out", help="output folder (env FACEHPO_OUT; default runs)")
     pp.add_argument("--epoch-progress", action="store_true", help="a line per epoch")
     pp.set_defaults(func=cmd_pipeline)
+
+    dbp = sub.add_parser("db", help="SQL views and the read-only role").add_subparsers(
+        dest="what", required=True)
+    v = dbp.add_parser("views", parents=[common, db], help="(re)create the facehpo_* views")
+    v.set_defaults(func=cmd_db_views)
+    rr = dbp.add_parser("reader-role", parents=[common, db],
+                        help="create a role that can only SELECT the views (PostgreSQL)")
+    rr.add_argument("--role", default="facehpo_reader")
+    rr.set_defaults(func=cmd_db_reader_role)
 
     r = sub.add_parser("report", parents=[common, db, name], help="top-10 table; --html for a page")
     r.add_argument("--study")
@@ -314,6 +367,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    signal.signal(signal.SIGTERM, _sigterm)  # the worker installs its own while it runs
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

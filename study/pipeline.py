@@ -31,6 +31,8 @@ class Profile:
 PROFILES = {
     # a few minutes on 2 CPU cores with the built-in sample
     "quick": Profile(coarse_trials=12, coarse_epochs=3, fine_trials=6, fine_epochs=5, k=4, final_epochs=10),
+    # seconds: for smoke tests and trying the commands
+    "smoke": Profile(coarse_trials=4, coarse_epochs=1, fine_trials=2, fine_epochs=1, k=2, final_epochs=1),
     # the report's budgets
     "seed": Profile(coarse_trials=100, coarse_epochs=5, fine_trials=100, fine_epochs=20, k=10,
                     final_epochs=50),

@@ -4,6 +4,9 @@ Claiming is serialized by `storage.exclusive` from "is a trial WAITING?" until O
 has popped it, so a worker never creates a trial of its own: the study's budget stays
 exactly what the coordinator enqueued. SIGTERM (docker stop) and SIGINT stop the
 worker cleanly: the current trial is failed with its reason and re-queued at once.
+A lost database connection is retried with backoff (`reconnect_attempts`); the trial
+it cut short is re-queued once the database is back. A setup failure inside a trial
+(full disk, unwritable output) re-queues that trial too, then stops the worker.
 """
 from __future__ import annotations
 
@@ -45,6 +48,8 @@ class WorkerConfig:
     pruner: str = "none"          # none | median
     progress: bool = True         # a line per trial (and per epoch with epoch_progress)
     epoch_progress: bool = False
+    reconnect_attempts: int = 8     # retries after losing the database mid-run, then SetupError
+    reconnect_backoff: float = 1.0  # seconds before the first retry, doubled each time (max 30)
 
 
 @dataclass(frozen=True)
@@ -79,16 +84,75 @@ def _count(study, *states) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
-def _requeue(study: optuna.Study, trial_id: int, reason: str) -> None:
-    """Fail an interrupted trial and enqueue its retry (the lineage Optuna's retry callback keeps)."""
+def _requeue(study: optuna.Study, trial_id: int, reason: str, callback=None) -> None:
+    """Fail a trial whose process stopped and enqueue its retry, with the lineage
+    (system attrs failed_trial / retry_history) Optuna's retry callback keeps.
+    `callback` defaults to an unlimited RetryHeartbeatStaleTrialCallback."""
     storage = study._storage
-    frozen = storage.get_trial(trial_id)
-    if frozen.state == TrialState.RUNNING:
-        storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        frozen = storage.get_trial(trial_id)
-    if frozen.state == TrialState.FAIL:
-        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)(study, frozen)
+    frozen = storage.get_trial(trial_id)  # snapshot before fail_reason: the retry must not inherit it
+    if frozen.state != TrialState.RUNNING:
+        return  # finished, or already failed and re-queued by the stale-trial check
+    try:
         storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
+            return
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return  # another worker finished it in between
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        (callback or optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None))(study, frozen)
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    """Optuna's fail_stale_trials, plus the fail_reason every FAIL trial carries; the
+    re-queue obeys the storage's RetryHeartbeatStaleTrialCallback(max_retry)."""
+    storage = study._storage
+    if storage.get_heartbeat_interval() is None:
+        return
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        _requeue(study, trial_id, "no heartbeat within the grace period: its worker was killed, "
+                 "hung or lost the database", storage.get_heartbeat_stale_trial_callback())
+
+
+def _retried(study: optuna.Study, trial_id: int) -> bool:
+    number = study._storage.get_trial(trial_id).number
+    return any(number in t.system_attrs.get("retry_history", ()) for t in study.get_trials(deepcopy=False))
+
+
+def _give_back(study: optuna.Study, trial_id: int | None, error: Exception) -> None:
+    """A setup failure (full disk, unwritable output) ended this trial: re-queue it so
+    the same command resumes once the cause is fixed."""
+    if trial_id is None or _retried(study, trial_id):
+        return
+    frozen = study._storage.get_trial(trial_id)
+    if frozen.state == TrialState.RUNNING:
+        _requeue(study, trial_id, f"setup failure: {_one_line(error)}; re-queued")
+    elif frozen.state == TrialState.FAIL:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.RetryHeartbeatStaleTrialCallback()(study, frozen)
+
+
+def _one_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _guarded(objective: Objective):
+    """The objective, recording a setup failure as the trial's fail_reason while the
+    trial still runs (Optuna takes attributes only then), before Optuna fails it."""
+    def run(trial):
+        try:
+            return objective(trial)
+        except (TrialFailed, optuna.TrialPruned):
+            raise
+        except Exception as e:
+            if not db.is_transient(e):
+                try:
+                    trial.set_user_attr("fail_reason", f"setup failure: {_one_line(e)}")
+                except Exception:
+                    pass  # failed elsewhere meanwhile: the original error is what matters
+            raise
+    return run
 
 
 class _Signals:
@@ -132,24 +196,66 @@ def run_worker(storage, crops, cfg: WorkerConfig, device: str = "CPU") -> Worker
     with _Signals(), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        lost, failures = None, 0  # lost: the trial a lost connection cut short
         try:
             while True:
-                optuna.storages.fail_stale_trials(study)
-                with db.claim(storage, cfg.study) as claim:
-                    if _count(study, TrialState.WAITING) == 0:
-                        claim.release()
-                        if _count(study, TrialState.RUNNING) == 0:
-                            break
-                        time.sleep(cfg.poll_seconds)  # others still train; their trials may come back
-                        continue
-                    objective.on_start = claim.release
-                    objective.current_trial_id = None
-                    study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[report],
-                                   gc_after_trial=False, show_progress_bar=False)
+                try:
+                    if lost is not None:
+                        _requeue(study, lost, "the worker lost the database during the trial; re-queued")
+                        lost = None
+                    if not _take_one(study, storage, cfg, objective, report):
+                        break
+                    failures = 0
+                except Exception as e:
+                    trial_id, objective.current_trial_id = objective.current_trial_id, None
+                    if db.is_transient(e):
+                        lost = lost if lost is not None else trial_id
+                        failures += 1
+                        _wait_for_database(storage, cfg, failures, e)
+                    elif trial_id is not None and _retried(study, trial_id):
+                        log.warning("trial id %d was failed as stale by another worker while this one "
+                                    "trained it; its retry is queued (raise FACEHPO_GRACE_PERIOD)", trial_id)
+                    else:
+                        _give_back(study, trial_id, e)
+                        raise
         except Interrupted as e:
-            if objective.current_trial_id is not None:
-                _requeue(study, objective.current_trial_id, f"interrupted by {e}; re-queued")
+            for trial_id in {objective.current_trial_id, lost} - {None}:
+                try:
+                    _requeue(study, trial_id, f"interrupted by {e}; re-queued")
+                except Exception as err:  # database away: the stale-trial check re-queues it later
+                    log.warning("could not release trial id %d (%s): it is re-queued once its "
+                                "heartbeat is older than the grace period", trial_id, db.cause(err))
             return WorkerSummary(cfg.study, done[TrialState.COMPLETE], done[TrialState.FAIL],
                                  done[TrialState.PRUNED], interrupted=str(e))
     return WorkerSummary(cfg.study, done[TrialState.COMPLETE], done[TrialState.FAIL],
                          done[TrialState.PRUNED])
+
+
+def _take_one(study, storage, cfg: WorkerConfig, objective: Objective, report) -> bool:
+    """Train one WAITING trial, or wait while others train; False once none is left."""
+    objective.current_trial_id = None
+    _fail_stale(study)
+    with db.claim(storage, cfg.study) as claim:
+        if _count(study, TrialState.WAITING) == 0:
+            claim.release()
+            if _count(study, TrialState.RUNNING) == 0:
+                return False
+            time.sleep(cfg.poll_seconds)  # others still train; their trials may come back
+            return True
+        objective.on_start = claim.release
+        study.optimize(_guarded(objective), n_trials=1, catch=(TrialFailed,), callbacks=[report],
+                       gc_after_trial=False, show_progress_bar=False)
+    objective.current_trial_id = None
+    return True
+
+
+def _wait_for_database(storage, cfg: WorkerConfig, failures: int, error: Exception) -> None:
+    """Back off after the `failures`-th lost connection in a row; SetupError past the limit."""
+    if failures > cfg.reconnect_attempts:
+        raise SetupError(f"lost the study database {db.mask(storage.url)}: {db.cause(error)} (gave up "
+                         f"after {cfg.reconnect_attempts} retries; start the worker again once it is "
+                         "back: its interrupted trial is re-queued then)") from None
+    delay = min(cfg.reconnect_backoff * 2 ** (failures - 1), 30.0)
+    log.warning("lost the study database %s (%s); retry %d/%d in %.1fs", db.mask(storage.url),
+                db.cause(error), failures, cfg.reconnect_attempts, delay)
+    time.sleep(delay)
