@@ -15,8 +15,8 @@ from study.errors import SetupError
 def write_final(model, crops, result, config: dict, out_dir: Path) -> dict:
     """Evaluate on the test crops, save model + plots + JSON under `out_dir`.
 
-    Returns the trial user attributes to record: test_accuracy, test_loss, confusion
-    ([[tn, fp], [fn, tp]], rows = true class), output_dir.
+    Returns what to record on the trial: test_accuracy, test_loss, confusion
+    ([[tn, fp], [fn, tp]], rows = true class), output_dir, and the plot files.
     """
     from model.saving import save_model
     from model.train import evaluate
@@ -40,7 +40,7 @@ def write_final(model, crops, result, config: dict, out_dir: Path) -> dict:
                         if crops.is_sample else "FDDB crops")}
     _write_json(out_dir / "final.json", summary)
     return {"test_accuracy": ev.accuracy, "test_loss": ev.loss, "confusion": confusion,
-            "output_dir": str(out_dir.resolve())}
+            "output_dir": str(out_dir.resolve()), "files": [str(p) for p in plots]}
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -90,6 +90,13 @@ class Objective:
                       "source_trial": trial.user_attrs.get("source_trial"),
                       "data_hash": self.crops.content_hash,
                       "data_source": self.crops.meta.get("source")}
-            for key, value in write_final(model, self.crops, result, config, self.cfg.out_dir).items():
+            from study.artifacts import artifact_dir, publish_final_artifacts
+
+            outputs = write_final(model, self.crops, result, config, self.cfg.out_dir)
+            files = outputs.pop("files")
+            for key, value in outputs.items():
                 trial.set_user_attr(key, value)
+            # the figures, viewable in optuna-dashboard started with --artifact-dir OUT/artifacts
+            publish_final_artifacts(trial.study, trial._trial_id, [Path(f) for f in files],
+                                    artifact_dir(self.cfg.out_dir.parent))
         return result.val_accuracy
