@@ -44,10 +44,14 @@ def load_run(storage, name: str) -> dict[str, Study | None]:
             if f"{name}-{stage}" in present else None for stage in STAGES}
 
 
-def write_html(studies: Mapping[str, Study | None], name: str,
-               out_dir: str | os.PathLike) -> Path:
-    """Write OUT_DIR/NAME.html for the run's studies ({"coarse", "fine", "final"} ->
-    Study or None) and return its path."""
+def write_html(storage_or_studies, name: str, out_dir: str | os.PathLike) -> Path:
+    """Write OUT_DIR/NAME.html and return its path.
+
+    `storage_or_studies`: an opened Optuna storage (or URL) holding the run's studies,
+    or the mapping `load_run` returns ({"coarse", "fine", "final"} -> Study or None).
+    """
+    studies = (storage_or_studies if isinstance(storage_or_studies, Mapping)
+               else load_run(storage_or_studies, name))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.html"

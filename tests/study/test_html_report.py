@@ -66,7 +66,8 @@ def sqlite_url(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def page_path(sqlite_url, tmp_path_factory) -> Path:
-    return write_html(load_run(sqlite_url, "demo"), "demo", tmp_path_factory.mktemp("html"))
+    storage = optuna.storages.RDBStorage(sqlite_url)  # as the CLI hands it over
+    return write_html(storage, "demo", tmp_path_factory.mktemp("html"))
 
 
 def _top_rows(table):
