@@ -89,12 +89,12 @@ def curves_figure(trials: list[FrozenTrial], top: int = 5,
     fig = _figure(6.4, 4.2)
     ax = fig.add_subplot()
     ax.set(xlabel="epoch (from 0)", ylabel="validation accuracy", title=title)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for t in [t for t in completed(trials) if t.intermediate_values][:top]:
         steps = sorted(t.intermediate_values)
         ax.plot(steps, [t.intermediate_values[s] for s in steps], marker=".",
                 label=f"#{t.number}: {t.value:.3f} (lr {t.params.get('lr', float('nan')):.1e},"
                       f" reg {t.params.get('reg', float('nan')):.1e})")
+    _epoch_axis(ax, [x for line in ax.lines for x in line.get_xdata()])
     if ax.has_data():
         ax.legend(fontsize="small", loc="lower right")
     else:
@@ -122,10 +122,10 @@ def history_figure(history: list[dict], metric: str) -> Figure:
     fig = _figure(6.0, 4.0)
     ax = fig.add_subplot()
     ax.set(xlabel="epoch", ylabel=metric, title=f"final run: {metric}")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     epochs = [h["epoch"] for h in history]
     for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
         ax.plot(epochs, [h.get(key, np.nan) for h in history], marker=".", label=label)
+    _epoch_axis(ax, epochs)
     if history:
         ax.legend()
     else:
@@ -191,6 +191,17 @@ def _power_label(value: float, _pos) -> str:
     mantissa = round(value / 10.0 ** exponent)
     power = f"10^{{{exponent}}}"
     return f"${power}$" if mantissa == 1 else f"${mantissa}\\times{power}$"
+
+
+def _epoch_axis(ax, epochs) -> None:
+    """Whole-number epoch ticks; every epoch labelled when there are few of them."""
+    distinct = sorted(set(int(e) for e in epochs))
+    if 0 < len(distinct) <= 12:
+        ax.set_xticks(distinct)
+        if len(distinct) == 1:
+            ax.set_xlim(distinct[0] - 1, distinct[0] + 1)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _empty(ax, text: str) -> None:

@@ -88,7 +88,9 @@ def test_curves_figure_shows_the_top_trials_epoch_by_epoch(run):
 def test_history_and_confusion_figures_hold_the_run_figures():
     h = history(0.9, epochs=5)
     for metric in ("loss", "accuracy"):
-        train, val = plots.history_figure(h, metric).axes[0].lines
+        ax = plots.history_figure(h, metric).axes[0]
+        assert list(ax.get_xticks()) == [r["epoch"] for r in h]  # whole epochs, each labelled
+        train, val = ax.lines
         assert list(train.get_xdata()) == [r["epoch"] for r in h]
         assert list(train.get_ydata()) == pytest.approx([r[metric] for r in h])
         assert list(val.get_ydata()) == pytest.approx([r[f"val_{metric}"] for r in h])
