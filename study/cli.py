@@ -19,6 +19,7 @@ EXIT_USAGE = 1      # setup failure: storage, data, study, output folder
 EXIT_ARGS = 2       # bad command line (argparse)
 EXIT_INTERNAL = 3   # a bug: rerun with --debug
 EXIT_TRIAL_FAILED = 4  # `facehpo train`: the run diverged (NaN) or ran out of memory
+EXIT_SANITY_FAILED = 5  # `facehpo sanity`: at least one check failed
 
 
 def _data(path: str | None):
@@ -106,6 +107,21 @@ def cmd_train(args) -> int:
     print(f"val_accuracy {result.val_accuracy:.4f}  val_loss {result.val_loss:.4f}  "
           f"({result.seconds:.1f}s on {device})")
     return 0
+
+
+def cmd_sanity(args) -> int:
+    import json
+
+    from model.sanity import SanitySettings, format_table, run_checks, to_json
+
+    crops = _data(args.data)
+    _device()
+    settings = SanitySettings(samples=args.samples, overfit_epochs=args.overfit_epochs, seed=args.seed)
+    progress = None if args.json else (
+        lambda r: print(f"{'PASS' if r.passed else 'FAIL'}  {r.name}", file=sys.stderr, flush=True))
+    results = run_checks(crops, args.model, settings, on_result=progress)
+    print(json.dumps(to_json(results), indent=2) if args.json else format_table(results))
+    return 0 if all(r.passed for r in results) else EXIT_SANITY_FAILED
 
 
 def cmd_init(args) -> int:
@@ -305,6 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=positive, default=5)
     t.add_argument("--batch-size", type=positive, default=20)
     t.set_defaults(func=cmd_train)
+
+    sa = sub.add_parser("sanity", parents=[common, data, model],
+                        help="the report's babysitting checks: a pass/fail table (exit 5 if any fails)")
+    sa.add_argument("--samples", type=positive, default=200, help="training crops for checks 1-3")
+    sa.add_argument("--overfit-epochs", type=positive, default=200, help="epochs allowed to overfit 20 crops")
+    sa.add_argument("--json", action="store_true", help="print the results as JSON")
+    sa.set_defaults(func=cmd_sanity)
 
     i = sub.add_parser("init", parents=[common, db, data, name, model],
                        help="create tables, views and the coarse study; enqueue its trials")
