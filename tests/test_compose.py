@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import composefile as cf
+from tests import composefile as cf
 
 EXPECTED_DEPS = {
     "init": ("db", "service_healthy"),

@@ -25,7 +25,7 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-import composefile as cf
+from tests import composefile as cf
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 NAME = "compose"

@@ -11,7 +11,7 @@ import optuna
 import pytest
 import sqlalchemy
 
-import views_data as data
+from tests.study import views_data as data
 from study import views
 
 

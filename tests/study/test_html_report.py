@@ -15,7 +15,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from report_studies import COARSE, CONFUSION, FINE, build_run
+from tests.study.report_studies import COARSE, CONFUSION, FINE, build_run
 from study.html_report import load_run, write_html
 
 ROOT = Path(__file__).resolve().parents[2]

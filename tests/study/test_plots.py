@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from PIL import Image
 
 from study import plots
-from report_studies import CONFUSION, FINE, build_run, history
+from tests.study.report_studies import CONFUSION, FINE, build_run, history
 
 ROOT = Path(__file__).resolve().parents[2]
 optuna.logging.set_verbosity(optuna.logging.WARNING)

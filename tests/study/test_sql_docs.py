@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from optuna.trial import TrialState
 
-import views_data as data
-from views_data import finite, ranked, rows, studies
+from tests.study import views_data as data
+from tests.study.views_data import finite, ranked, rows, studies
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sql.md"
 QUERY = re.compile(r"^<!-- query: (\w+)( postgresql)? -->\n```sql\n(.*?)```", re.S | re.M)

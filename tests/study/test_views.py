@@ -12,8 +12,8 @@ import optuna
 import pytest
 import sqlalchemy
 
-import views_data as data
-from views_data import finite, ranked, rows, studies
+from tests.study import views_data as data
+from tests.study.views_data import finite, ranked, rows, studies
 from study import views
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy
 from sqlalchemy import exc, text
 
-import views_data as data
+from tests.study import views_data as data
 from study import views
 from study.errors import SetupError
 
