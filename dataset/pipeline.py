@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from dataset.archive import SPLITS, CropSet
+from dataset.archive import SPLITS, CropSet, content_hash
 
 _CACHE_SIZE = 3  # splits kept: one crop file's train, val and test
 _cache: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
@@ -24,11 +24,13 @@ _lock = threading.Lock()
 
 
 def normalized(crops: CropSet, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) of one split: x (n, 60, 60, 3) float32 normalized, y (n,) int32; cached."""
+    """(x, y) of one split: x (n, 60, 60, 3) float32 normalized, y (n,) int32.
+
+    Cached and read-only: every trial in the process gets the same arrays."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    key = (crops.meta.get("content_hash") or id(crops), tuple(crops.meta["mean"]),
-           tuple(crops.meta["std"]), split)
+    digest = crops.meta.get("content_hash") or content_hash(crops.x, crops.y, crops.split)
+    key = (digest, tuple(crops.meta["mean"]), tuple(crops.meta["std"]), split)
     with _lock:
         if key in _cache:
             _cache.move_to_end(key)
@@ -36,6 +38,8 @@ def normalized(crops: CropSet, split: str) -> tuple[np.ndarray, np.ndarray]:
     x, y = crops.part(split)
     x = (x.astype(np.float32) - crops.mean) / crops.std
     pair = (x, y.astype(np.int32))
+    for a in pair:
+        a.flags.writeable = False  # shared by every trial in this process
     with _lock:
         _cache[key] = pair
         while len(_cache) > _CACHE_SIZE:

@@ -72,3 +72,9 @@ def test_bad_arguments(crops):
         pipeline.normalized(crops, "holdout")
     with pytest.raises(ValueError, match="batch size"):
         pipeline.datasets(crops, batch_size=0)
+
+
+def test_cached_arrays_are_read_only(crops):
+    x, _ = pipeline.normalized(crops, "train")
+    with pytest.raises(ValueError):
+        x[0, 0, 0, 0] = 1.0
