@@ -34,14 +34,19 @@ class StorageConfig:
     heartbeat_interval: int = 60   # seconds between heartbeats of a running trial
     grace_period: int = 300        # a trial silent this long is failed and re-queued
     max_retry: int = 2             # re-queues of one configuration after stale failures
-    connect_attempts: int = 5
-    connect_backoff: float = 1.0   # seconds before the 2nd attempt, doubled each time
+    connect_attempts: int = 5      # opening the database at start
+    connect_backoff: float = 1.0   # seconds before the 2nd attempt, doubled each time (max 30)
+    reconnect_attempts: int = 8    # a worker that lost the database mid-run (~2 min)
 
     def __post_init__(self):
         if self.heartbeat_interval < 1 or self.grace_period <= self.heartbeat_interval:
             raise SetupError(
                 f"heartbeat interval {self.heartbeat_interval}s and grace period "
                 f"{self.grace_period}s: need interval >= 1 and grace > interval")
+        if self.connect_attempts < 1 or self.reconnect_attempts < 0 or not self.connect_backoff >= 0:
+            raise SetupError(f"connect attempts {self.connect_attempts}, reconnect attempts "
+                             f"{self.reconnect_attempts}, backoff {self.connect_backoff}s: need "
+                             "attempts >= 1, reconnect attempts >= 0, backoff >= 0")
 
     @classmethod
     def resolve(cls, url: str | None = None, heartbeat_interval: int | None = None,
@@ -52,18 +57,34 @@ class StorageConfig:
             url=url or env.get("FACEHPO_STORAGE") or DEFAULT_URL,
             heartbeat_interval=heartbeat_interval or _env_int("FACEHPO_HEARTBEAT_INTERVAL", 60),
             grace_period=grace_period or _env_int("FACEHPO_GRACE_PERIOD", 300),
+            connect_attempts=_env_int("FACEHPO_CONNECT_ATTEMPTS", 5),
+            connect_backoff=_env_float("FACEHPO_CONNECT_BACKOFF", 1.0),
+            reconnect_attempts=_env_int("FACEHPO_RECONNECT_ATTEMPTS", 8),
         )
         return replace(cfg, url=_with_password_file(cfg.url))
 
 
 def _env_int(name: str, default: int) -> int:
+    return _env(name, default, int, "an integer")
+
+
+def _env_float(name: str, default: float) -> float:
+    return _env(name, default, float, "a number")
+
+
+def _env(name: str, default, kind, word: str):
     raw = os.environ.get(name)
     if raw is None:
         return default
     try:
-        return int(raw)
+        return kind(raw)
     except ValueError:
-        raise SetupError(f"{name}={raw!r} is not an integer") from None
+        raise SetupError(f"{name}={raw!r} is not {word}") from None
+
+
+def backoff(cfg: StorageConfig, attempt: int) -> float:
+    """Seconds to wait after failed attempt `attempt` (1-based): doubling, at most 30."""
+    return min(cfg.connect_backoff * 2 ** (attempt - 1), 30.0)
 
 
 def _parse(url: str) -> sqlalchemy.engine.URL:
@@ -106,17 +127,67 @@ def _engine_kwargs(url: sqlalchemy.engine.URL) -> dict:
     return {"pool_pre_ping": True}
 
 
-def _cause(e: Exception) -> str:
+def _root(e: BaseException) -> BaseException:
+    """The SQLAlchemy error behind `e`: Optuna wraps them in StorageInternalError."""
+    seen = e
+    while seen is not None and not isinstance(seen, sa_exc.SQLAlchemyError):
+        seen = seen.__cause__ or seen.__context__
+    return seen if seen is not None else e
+
+
+def cause(e: BaseException) -> str:
     """The first line of the driver's message: 'connection refused', 'database "x" does not exist'."""
-    orig = getattr(e, "orig", None) or e
+    root = _root(e)
+    orig = getattr(root, "orig", None) or root
     text = str(orig).strip().splitlines()
     return text[0].strip() if text else type(orig).__name__
 
 
+# Driver messages that retrying will not fix (wrong name, credentials or path).
+_PERMANENT = ("does not exist", "authentication failed", "no password supplied",
+              "unable to open database file", "could not translate host name")
+
+
 def is_transient(e: BaseException) -> bool:
     """A lost or refused connection (worth retrying), as opposed to a wrong setup."""
-    return isinstance(e, (sa_exc.OperationalError, sa_exc.InterfaceError)) or (
-        isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated)
+    root = _root(e)
+    lost = isinstance(root, (sa_exc.OperationalError, sa_exc.InterfaceError)) or (
+        isinstance(root, sa_exc.DBAPIError) and root.connection_invalidated)
+    return lost and not any(p in cause(root) for p in _PERMANENT)
+
+
+def _hint(e: BaseException) -> str:
+    text = cause(e)
+    if "does not exist" in text and "database" in text:
+        return "create the database (createdb) or fix its name in the URL"
+    if "authentication failed" in text or "no password supplied" in text:
+        return "check the user and password (FACEHPO_STORAGE_PASSWORD_FILE)"
+    if "unable to open database file" in text:
+        return "does the SQLite file's folder exist and is it writable?"
+    if is_transient(e) or "could not translate host name" in text:
+        return "is the server running and are host and port right?"
+    return "is this an Optuna database? run `facehpo init` to create one"
+
+
+class _RDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage whose heartbeat survives a database outage.
+
+    Optuna records heartbeats in a thread that dies on the first database error, so a
+    trial would go stale after any outage longer than a heartbeat interval even though
+    its worker lives on. Here a lost connection is logged and the next beat tries again.
+    """
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+            self._beat_lost = False
+        except Exception as e:
+            if not is_transient(e):
+                raise
+            if not getattr(self, "_beat_lost", False):  # once per outage, not every beat
+                log.warning("heartbeat of trial id %d not recorded (%s); retrying every %ds",
+                            trial_id, cause(e), self.heartbeat_interval)
+            self._beat_lost = True
 
 
 def open_storage(cfg: StorageConfig, create: bool = False) -> optuna.storages.RDBStorage:
@@ -129,30 +200,30 @@ def open_storage(cfg: StorageConfig, create: bool = False) -> optuna.storages.RD
         db = url.database or ""
         if db and db != ":memory:" and not Path(db).is_file():
             raise SetupError(f"no database file {db} ({mask(cfg.url)}): run `facehpo init` first")
-    delay, last = cfg.connect_backoff, None
+    last = None
     for attempt in range(1, cfg.connect_attempts + 1):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
+                return _RDBStorage(
                     cfg.url, engine_kwargs=_engine_kwargs(url),
                     heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                         max_retry=cfg.max_retry),
                     skip_table_creation=not create)
-        except sa_exc.SQLAlchemyError as e:
+        except (sa_exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
             last = e
             if not is_transient(e) or attempt == cfg.connect_attempts:
                 break
-            log.warning("database %s not reachable (%s); retry %d/%d in %.0fs",
-                        mask(cfg.url), _cause(e), attempt, cfg.connect_attempts - 1, delay)
+            delay = backoff(cfg, attempt)
+            log.warning("database %s not reachable (%s); retry %d/%d in %.1fs",
+                        mask(cfg.url), cause(e), attempt, cfg.connect_attempts - 1, delay)
             time.sleep(delay)
-            delay *= 2
         except RuntimeError as e:  # Optuna's schema-version check
-            raise SetupError(f"{mask(cfg.url)}: {_cause(e)}") from None
-    hint = ("is the server running and are host, port, user, password and database right?"
-            if is_transient(last) else "is this an Optuna database? run `facehpo init` to create one")
-    raise SetupError(f"cannot open the study database {mask(cfg.url)}: {_cause(last)} ({hint})")
+            raise SetupError(f"{mask(cfg.url)}: {cause(e)}") from None
+    tries = f"after {cfg.connect_attempts} attempts; " if is_transient(last) and cfg.connect_attempts > 1 else ""
+    raise SetupError(f"cannot open the study database {mask(cfg.url)}: {cause(last)} "
+                     f"({tries}{_hint(last)})")
 
 
 def study_names(storage) -> list[str]:

@@ -11,9 +11,10 @@ it cut short is re-queued once the database is back. A setup failure inside a tr
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
-import time
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,8 @@ EXIT_OK, EXIT_SETUP, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 130, 143
 
 
 class Interrupted(BaseException):
-    """Raised in the main thread by SIGTERM / SIGINT. BaseException so no `except
-    Exception` on the way swallows it; Optuna marks the running trial FAIL."""
+    """Raised in the main thread after SIGTERM / SIGINT, at a safe point (see _Signals).
+    BaseException so no `except Exception` on the way swallows it."""
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
@@ -137,12 +138,31 @@ def _one_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
-def _guarded(objective: Objective):
+class _Checked:
+    """The trial as the objective sees it: every report (once per epoch) and attribute
+    write first raises a pending Interrupted, from plain Python code inside Keras' fit."""
+
+    def __init__(self, trial, signals: "_Signals"):
+        self._trial, self._signals = trial, signals
+
+    def __getattr__(self, name):
+        return getattr(self._trial, name)
+
+    def report(self, value, step):
+        self._signals.check()
+        self._trial.report(value, step)
+
+    def set_user_attr(self, key, value):
+        self._signals.check()
+        self._trial.set_user_attr(key, value)
+
+
+def _guarded(objective: Objective, signals: "_Signals"):
     """The objective, recording a setup failure as the trial's fail_reason while the
     trial still runs (Optuna takes attributes only then), before Optuna fails it."""
     def run(trial):
         try:
-            return objective(trial)
+            return objective(_Checked(trial, signals))
         except (TrialFailed, optuna.TrialPruned):
             raise
         except Exception as e:
@@ -156,16 +176,35 @@ def _guarded(objective: Objective):
 
 
 class _Signals:
-    """Turn SIGTERM / SIGINT into `Interrupted` in the main thread, for the worker's life."""
+    """SIGTERM / SIGINT, for the worker's life. The handler only takes note: an
+    exception raised from a handler lands wherever the main thread is, and inside
+    TensorFlow's C++ code or a half-done database transaction it gets lost, mangled
+    or leaves a lock behind. `check()` raises Interrupted at safe points instead:
+    between trials, in the waits, and at the end of each epoch. A second signal
+    stops the process at once (its trial is then re-queued by the heartbeat check)."""
+
+    def __init__(self):
+        self.pending: int | None = None
+        self.wake = threading.Event()
 
     def __enter__(self):
-        self.old = {s: signal.signal(s, self._raise) for s in (signal.SIGTERM, signal.SIGINT)}
+        self.old = {s: signal.signal(s, self._note) for s in (signal.SIGTERM, signal.SIGINT)}
         return self
 
-    def _raise(self, signum, frame):
-        for s in self.old:  # a second signal during cleanup must not interrupt the cleanup
-            signal.signal(s, signal.SIG_IGN)
-        raise Interrupted(signum)
+    def _note(self, signum, frame):
+        if self.pending is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        self.pending = signum
+        self.wake.set()
+
+    def check(self) -> None:
+        if self.pending is not None:
+            raise Interrupted(self.pending)
+
+    def sleep(self, seconds: float) -> None:
+        self.wake.wait(seconds)
+        self.check()
 
     def __exit__(self, *exc):
         for s, handler in self.old.items():
@@ -193,7 +232,7 @@ def run_worker(storage, crops, cfg: WorkerConfig, device: str = "CPU") -> Worker
                   f"reg {frozen.params.get('reg', 0):.3e} {reason} ({finished}/{total} finished)",
                   file=sys.stderr, flush=True)
 
-    with _Signals(), warnings.catch_warnings():
+    with _Signals() as signals, warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         lost, failures = None, 0  # lost: the trial a lost connection cut short
@@ -203,7 +242,7 @@ def run_worker(storage, crops, cfg: WorkerConfig, device: str = "CPU") -> Worker
                     if lost is not None:
                         _requeue(study, lost, "the worker lost the database during the trial; re-queued")
                         lost = None
-                    if not _take_one(study, storage, cfg, objective, report):
+                    if not _take_one(study, storage, cfg, objective, report, signals):
                         break
                     failures = 0
                 except Exception as e:
@@ -211,7 +250,7 @@ def run_worker(storage, crops, cfg: WorkerConfig, device: str = "CPU") -> Worker
                     if db.is_transient(e):
                         lost = lost if lost is not None else trial_id
                         failures += 1
-                        _wait_for_database(storage, cfg, failures, e)
+                        _wait_for_database(storage, cfg, failures, e, signals)
                     elif trial_id is not None and _retried(study, trial_id):
                         log.warning("trial id %d was failed as stale by another worker while this one "
                                     "trained it; its retry is queued (raise FACEHPO_GRACE_PERIOD)", trial_id)
@@ -231,25 +270,26 @@ def run_worker(storage, crops, cfg: WorkerConfig, device: str = "CPU") -> Worker
                          done[TrialState.PRUNED])
 
 
-def _take_one(study, storage, cfg: WorkerConfig, objective: Objective, report) -> bool:
+def _take_one(study, storage, cfg: WorkerConfig, objective: Objective, report, signals) -> bool:
     """Train one WAITING trial, or wait while others train; False once none is left."""
     objective.current_trial_id = None
+    signals.check()
     _fail_stale(study)
     with db.claim(storage, cfg.study) as claim:
         if _count(study, TrialState.WAITING) == 0:
             claim.release()
             if _count(study, TrialState.RUNNING) == 0:
                 return False
-            time.sleep(cfg.poll_seconds)  # others still train; their trials may come back
+            signals.sleep(cfg.poll_seconds)  # others still train; their trials may come back
             return True
         objective.on_start = claim.release
-        study.optimize(_guarded(objective), n_trials=1, catch=(TrialFailed,), callbacks=[report],
+        study.optimize(_guarded(objective, signals), n_trials=1, catch=(TrialFailed,), callbacks=[report],
                        gc_after_trial=False, show_progress_bar=False)
     objective.current_trial_id = None
     return True
 
 
-def _wait_for_database(storage, cfg: WorkerConfig, failures: int, error: Exception) -> None:
+def _wait_for_database(storage, cfg: WorkerConfig, failures: int, error: Exception, signals) -> None:
     """Back off after the `failures`-th lost connection in a row; SetupError past the limit."""
     if failures > cfg.reconnect_attempts:
         raise SetupError(f"lost the study database {db.mask(storage.url)}: {db.cause(error)} (gave up "
@@ -258,4 +298,4 @@ def _wait_for_database(storage, cfg: WorkerConfig, failures: int, error: Excepti
     delay = min(cfg.reconnect_backoff * 2 ** (failures - 1), 30.0)
     log.warning("lost the study database %s (%s); retry %d/%d in %.1fs", db.mask(storage.url),
                 db.cause(error), failures, cfg.reconnect_attempts, delay)
-    time.sleep(delay)
+    signals.sleep(delay)
