@@ -103,3 +103,16 @@ def test_out_of_memory_is_a_failed_result(tiny_crops):
 def test_bad_train_config(kwargs, words):
     with pytest.raises(ValueError, match=words):
         TrainConfig(**kwargs)
+
+
+def test_runs_do_not_pile_up_gradient_registrations(tiny_crops):
+    # each run's tf.custom_gradient entries pin its graph (~15 MB a trial) unless dropped
+    from model.train import _gradient_names
+
+    train(tiny_crops, ModelConfig(), ONE)
+    after_one = _gradient_names()
+    assert after_one, "TensorFlow's gradient registry moved: re-check the leak workaround"
+    train(tiny_crops, ModelConfig(variant=2), ONE)
+    train(tiny_crops, ModelConfig(), ONE)
+    assert len(_gradient_names()) <= len(after_one)
+    assert not after_one & _gradient_names()
