@@ -81,3 +81,14 @@ def test_model_package_never_imports_optuna_and_loads_tensorflow_lazily():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_output_stays_float32_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        m = build_model(ModelConfig(variant=2))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert m.layers[0].compute_dtype == "float16"
+    assert m.layers[-1].output.dtype == "float32"
+    assert m.layers[-2].output.dtype == "float16"
