@@ -49,8 +49,11 @@ def _data_meta(path: str | None) -> dict:
 
 
 def _storage_config(args):
+    import optuna  # here, not in main: commands without a database start faster
+
     from study.storage import StorageConfig
 
+    optuna.logging.set_verbosity(optuna.logging.DEBUG if args.debug else optuna.logging.WARNING)
     return StorageConfig.resolve(args.storage, args.heartbeat_interval, args.grace_period)
 
 
@@ -77,7 +80,8 @@ def _device() -> str:
 def cmd_data_build(args) -> int:
     from dataset.crops import CropConfig, build_fddb
 
-    crops = build_fddb(args.fddb, args.out, CropConfig(seed=args.seed), skip_bad=args.skip_bad)
+    crops = build_fddb(args.fddb, args.out, CropConfig(seed=args.seed), skip_bad=args.skip_bad,
+                       progress=sys.stderr.isatty())  # no bar in logs: errors stay one line
     c = crops.meta["counts"]
     print(f"wrote {args.out}: train {c['train']}, val {c['val']}, test {c['test']} "
           f"({crops.meta['content_hash'][:19]})")
@@ -112,9 +116,9 @@ def cmd_train(args) -> int:
 def cmd_sanity(args) -> int:
     import json
 
+    crops = _data(args.data)  # before TensorFlow loads
     from model.sanity import SanitySettings, format_table, run_checks, to_json
 
-    crops = _data(args.data)
     _device()
     settings = SanitySettings(samples=args.samples, overfit_epochs=args.overfit_epochs, seed=args.seed)
     progress = None if args.json else (
@@ -177,8 +181,9 @@ def _work(args, storage, study_name: str) -> int:
     from study import storage as db
     from study.worker import EXIT_SIGINT, EXIT_SIGTERM, WorkerConfig, check_data, run_worker
 
+    study = db.load(storage, study_name)  # an unknown study fails before anything loads
     crops = _data(args.data)
-    check_data(db.load(storage, study_name), crops)  # before TensorFlow loads
+    check_data(study, crops)  # before TensorFlow loads
     scfg = _storage_config(args)
     summary = run_worker(storage, crops, WorkerConfig(
         study=study_name, out_dir=_out(args), worker_id=args.worker_id or os.environ.get("FACEHPO_WORKER_ID"),
@@ -377,12 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    import sqlalchemy.exc
-
     from dataset.errors import DataError
     from study.errors import SetupError
 
-    errors: list[type[BaseException]] = [SetupError, DataError, sqlalchemy.exc.SQLAlchemyError]
+    errors: list[type[BaseException]] = [SetupError, DataError]
+    if "sqlalchemy.exc" in sys.modules:  # no database touched, no database error
+        errors.append(sys.modules["sqlalchemy.exc"].SQLAlchemyError)
     if "model.errors" in sys.modules:
         errors.append(sys.modules["model.errors"].ModelError)
     return tuple(errors)
@@ -394,9 +399,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.DEBUG if args.debug else optuna.logging.WARNING)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -203,7 +203,7 @@ def open_storage(cfg: StorageConfig, create: bool = False) -> optuna.storages.RD
     last = None
     for attempt in range(1, cfg.connect_attempts + 1):
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _creating(url, cfg.url, create):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return _RDBStorage(
                     cfg.url, engine_kwargs=_engine_kwargs(url),
@@ -224,6 +224,34 @@ def open_storage(cfg: StorageConfig, create: bool = False) -> optuna.storages.RD
     tries = f"after {cfg.connect_attempts} attempts; " if is_transient(last) and cfg.connect_attempts > 1 else ""
     raise SetupError(f"cannot open the study database {mask(cfg.url)}: {cause(last)} "
                      f"({tries}{_hint(last)})")
+
+
+@contextlib.contextmanager
+def _creating(url: sqlalchemy.engine.URL, raw: str, create: bool):
+    """With `create`, one process at a time creates Optuna's tables: two first runs at
+    once (two pipelines, two inits) would otherwise race on CREATE TABLE."""
+    if not create or url.get_backend_name() not in ("postgresql", "sqlite"):
+        yield
+        return
+    if url.get_backend_name() == "sqlite":
+        if not url.database or url.database == ":memory:" or not Path(url.database).parent.is_dir():
+            yield  # in memory, or a folder that is not there: the open itself says so
+            return
+        with open(f"{url.database}.create.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+            yield
+        return
+    engine = sqlalchemy.create_engine(raw, poolclass=sqlalchemy.pool.NullPool,
+                                      connect_args={"connect_timeout": 10})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(hashtext('facehpo:create-tables'))"))
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(hashtext('facehpo:create-tables'))"))
+    finally:
+        engine.dispose()
 
 
 def study_names(storage) -> list[str]:

@@ -157,21 +157,25 @@ class _Checked:
         self._trial.set_user_attr(key, value)
 
 
+class _Escape(BaseException):
+    """Carries an error that is not the trial's fault (lost database, full disk) past
+    Optuna, which would otherwise fail the trial and log a traceback: the worker then
+    releases the still-RUNNING trial itself, with the reason."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
 def _guarded(objective: Objective, signals: "_Signals"):
-    """The objective, recording a setup failure as the trial's fail_reason while the
-    trial still runs (Optuna takes attributes only then), before Optuna fails it."""
+    """The objective; trial failures (NaN, pruned) go to Optuna, anything else escapes."""
     def run(trial):
         try:
             return objective(_Checked(trial, signals))
         except (TrialFailed, optuna.TrialPruned):
             raise
         except Exception as e:
-            if not db.is_transient(e):
-                try:
-                    trial.set_user_attr("fail_reason", f"setup failure: {_one_line(e)}")
-                except Exception:
-                    pass  # failed elsewhere meanwhile: the original error is what matters
-            raise
+            raise _Escape(e) from e
     return run
 
 
@@ -245,7 +249,8 @@ def run_worker(storage, crops, cfg: WorkerConfig, device: str = "CPU") -> Worker
                     if not _take_one(study, storage, cfg, objective, report, signals):
                         break
                     failures = 0
-                except Exception as e:
+                except (Exception, _Escape) as caught:
+                    e = caught.error if isinstance(caught, _Escape) else caught
                     trial_id, objective.current_trial_id = objective.current_trial_id, None
                     if db.is_transient(e):
                         lost = lost if lost is not None else trial_id
@@ -256,7 +261,7 @@ def run_worker(storage, crops, cfg: WorkerConfig, device: str = "CPU") -> Worker
                                     "trained it; its retry is queued (raise FACEHPO_GRACE_PERIOD)", trial_id)
                     else:
                         _give_back(study, trial_id, e)
-                        raise
+                        raise e from None
         except Interrupted as e:
             for trial_id in {objective.current_trial_id, lost} - {None}:
                 try:

@@ -1,6 +1,8 @@
 """For tests that run real workers: tiny crop files, polling the study database."""
 from __future__ import annotations
 
+import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -58,3 +60,75 @@ def by_state(ts) -> dict[str, int]:
     for t in ts:
         out[t.state.name] = out.get(t.state.name, 0) + 1
     return out
+
+
+class Throwaway:
+    """A PostgreSQL server of our own (initdb + pg_ctl in a temp folder, a free port on
+    127.0.0.1, trust auth), to stop and start under running workers."""
+
+    def __init__(self, bindir: Path, root: Path, user: str | None):
+        self.bindir, self.root, self.user = bindir, root, user
+        self.data, self.log = root / "data", root / "server.log"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+        self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8")
+
+    def _run(self, tool: str, *args) -> None:
+        cmd = [str(self.bindir / tool), *map(str, args)]
+        if self.user:
+            cmd = ["runuser", "-u", self.user, "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", self.data, "-l", self.log, "-o", opts, "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """fast: the server ends every session, as a restart or crash-restart does."""
+        self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
+
+    def close(self) -> None:
+        import shutil
+
+        try:
+            self.stop("immediate")
+        except subprocess.CalledProcessError:
+            pass  # already stopped
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def create_db(self, name: str) -> str:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(self.url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        engine.dispose()
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def throwaway_pg(missing) -> "Throwaway":
+    """Start a Throwaway server; `missing(reason)` skips or fails when that is impossible.
+    As root, initdb refuses to run: the server then runs as the `postgres` user."""
+    import glob
+    import os
+    import pwd
+    import shutil
+    import tempfile
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
+    if not found[-1]:
+        missing("no PostgreSQL server binaries (initdb, pg_ctl): apt-get install postgresql")
+    user = None
+    root = Path(tempfile.mkdtemp(prefix="facehpo-pg-"))
+    if os.geteuid() == 0:
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            missing("running as root and no `postgres` user to run initdb as")
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        user = "postgres"
+    server = Throwaway(Path(found[-1]).parent, root, user)
+    server.start()
+    return server
