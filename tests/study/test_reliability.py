@@ -76,7 +76,7 @@ def _retriable(trial):
 @pytest.mark.slow
 def test_sigkilled_worker_five_times_loses_and_duplicates_nothing(fresh_pg, tiny, tmp_path):
     n, study = 30, "kill-coarse"
-    _init(fresh_pg, "kill", n, 2, tiny, tmp_path)
+    _init(fresh_pg, "kill", n, 1, tiny, tmp_path)
     helpers = [_worker(fresh_pg, study, f"w{i}", tiny, tmp_path) for i in (1, 2)]
     killed, rng = [], random.Random(0)
     for life in range(5):
