@@ -213,7 +213,9 @@ def open_storage(cfg: StorageConfig, create: bool = False) -> optuna.storages.RD
                     skip_table_creation=not create)
         except (sa_exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
             last = e
-            if not is_transient(e) or attempt == cfg.connect_attempts:
+            # create: a client outside facehpo may be creating the same tables right now
+            raced = create and isinstance(_root(e), sa_exc.IntegrityError)
+            if not (is_transient(e) or raced) or attempt == cfg.connect_attempts:
                 break
             delay = backoff(cfg, attempt)
             log.warning("database %s not reachable (%s); retry %d/%d in %.1fs",
