@@ -14,7 +14,9 @@ pytestmark = pytest.mark.slow
 
 
 def _states(db, name):
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+    # read only: a poller must not race the pipeline to create the tables
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db}", skip_table_creation=True)
+    study = optuna.load_study(study_name=name, storage=storage)
     return sorted(t.state.name for t in study.get_trials())
 
 
@@ -46,6 +48,8 @@ def test_killed_pipeline_resumes_without_losing_or_duplicating(tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline:  # kill it in the middle of a coarse trial
         time.sleep(0.5)
+        if not db.exists():
+            continue
         try:
             states = _states(db, "k-coarse")
         except Exception:
