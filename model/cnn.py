@@ -48,11 +48,16 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
 
-def build_model(cfg: ModelConfig) -> keras.Model:
-    """A compiled model (Adam, sparse categorical cross-entropy, accuracy)."""
+def build_model(cfg: ModelConfig, steps_per_execution: int = 1) -> keras.Model:
+    """A compiled model (Adam, sparse categorical cross-entropy, accuracy).
+
+    steps_per_execution > 1 runs that many batches in one TensorFlow call: the
+    trainer passes a whole epoch's steps, which drops Keras's per-batch Python
+    round trip (same numbers, see model/train.py)."""
     model = _architecture(cfg)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=steps_per_execution)
     return model
 
 

@@ -120,11 +120,35 @@ def mask(url: str) -> str:
 
 def _engine_kwargs(url: sqlalchemy.engine.URL) -> dict:
     if url.get_backend_name() == "postgresql":
-        return {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2, "pool_recycle": 1800,
+        return {"pool_size": 2, "max_overflow": 2, "pool_recycle": 1800,  # pings: _ping_when_idle
                 "connect_args": {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30}}
     if url.get_backend_name() == "sqlite":
         return {"connect_args": {"timeout": 60}}
     return {"pool_pre_ping": True}
+
+
+PING_AFTER_IDLE = 1.0  # seconds a pooled connection may sit unused before it is checked
+
+
+def _ping_when_idle(engine) -> None:
+    """pool_pre_ping, but only for connections idle longer than PING_AFTER_IDLE: one trial
+    makes ~20 storage calls back to back, and a ping before each cost instant trials
+    ~20 % of their throughput (benchmarks/bench_workers.py). A connection that waited
+    through training is still checked, and a dead one replaced, before it is used."""
+    @sqlalchemy.event.listens_for(engine, "checkin")
+    def _checkin(dbapi_conn, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @sqlalchemy.event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn, record, proxy):
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE:
+            return
+        try:
+            with dbapi_conn.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except Exception as e:  # the pool discards this connection and checks out another
+            raise sa_exc.DisconnectionError(str(e)) from e
 
 
 def _root(e: BaseException) -> BaseException:
@@ -205,12 +229,15 @@ def open_storage(cfg: StorageConfig, create: bool = False) -> optuna.storages.RD
         try:
             with warnings.catch_warnings(), _creating(url, cfg.url, create):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return _RDBStorage(
+                storage = _RDBStorage(
                     cfg.url, engine_kwargs=_engine_kwargs(url),
                     heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                         max_retry=cfg.max_retry),
                     skip_table_creation=not create)
+            if backend == "postgresql":
+                _ping_when_idle(storage.engine)
+            return storage
         except (sa_exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
             last = e
             # create: a client outside facehpo may be creating the same tables right now
@@ -320,12 +347,31 @@ class Lock:
             self._file.close()
             self._file = None
 
+    def count(self, study_id: int, states) -> int:
+        """count_trials on the lock's own connection (PostgreSQL) while it is held."""
+        return count_trials(self.storage, study_id, states, self._conn)
+
     def __enter__(self) -> "Lock":
         self.acquire()
         return self
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+_COUNT = sqlalchemy.text("SELECT count(*) FROM trials WHERE study_id = :study AND state IN :states"
+                         ).bindparams(sqlalchemy.bindparam("states", expanding=True))
+
+
+def count_trials(storage, study_id: int, states, conn=None) -> int:
+    """How many of a study's trials are in `states` (TrialState members): one COUNT
+    query, where Optuna's get_trials fetches every unfinished trial with its params
+    and attributes (benchmarks/bench_workers.py). `conn`: an open connection to use."""
+    params = {"study": study_id, "states": [s.name for s in states]}
+    if conn is not None:
+        return conn.execute(_COUNT, params).scalar_one()
+    with storage.engine.connect() as fresh:
+        return fresh.execute(_COUNT, params).scalar_one()
 
 
 def claim(storage, study: str) -> Lock:

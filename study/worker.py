@@ -29,6 +29,7 @@ from study.objective import Objective, ObjectiveConfig, WorkerInfo
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_SETUP, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 130, 143
+_FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 
 
 class Interrupted(BaseException):
@@ -79,10 +80,6 @@ def check_data(study: optuna.Study, crops) -> None:
         raise SetupError(f"data mismatch: study {study.study_name!r} was created with data {want}, "
                          f"this worker has {crops.content_hash} ({crops.meta.get('source')}); "
                          "pass the same --data file")
-
-
-def _count(study, *states) -> int:
-    return len(study.get_trials(deepcopy=False, states=states))
 
 
 def _requeue(study: optuna.Study, trial_id: int, reason: str, callback=None) -> None:
@@ -215,21 +212,40 @@ class _Signals:
             signal.signal(s, handler)
 
 
-def run_worker(storage, crops, cfg: WorkerConfig, device: str = "CPU") -> WorkerSummary:
-    """Take WAITING trials of `cfg.study` until none is WAITING or RUNNING."""
+def _warm_up(crops) -> None:
+    """Import the trainer and normalize the splits before the first trial starts, so
+    its wall time holds training, not the worker's start-up (~1-4 s, bench_overhead)."""
+    import optuna_integration.keras  # noqa: F401  (imports TensorFlow)
+
+    from dataset.pipeline import normalized
+    from model import train  # noqa: F401
+
+    for split in ("train", "val"):
+        normalized(crops, split)
+
+
+def run_worker(storage, crops, cfg: WorkerConfig, device: str = "CPU",
+               objective_factory=Objective) -> WorkerSummary:
+    """Take WAITING trials of `cfg.study` until none is WAITING or RUNNING.
+
+    `objective_factory(crops, ObjectiveConfig, WorkerInfo)` builds the callable each
+    trial runs; the default trains the CNN. benchmarks/bench_workers.py passes an
+    instant one (an `Objective` subclass) to time the claim / optimize loop alone."""
     study = db.load(storage, cfg.study, sampler=optuna.samplers.RandomSampler(),
                     pruner=_pruner(cfg.pruner))
     check_data(study, crops)
     info = WorkerInfo.here(cfg.worker_id, device)
     done = {TrialState.COMPLETE: 0, TrialState.FAIL: 0, TrialState.PRUNED: 0}
-    objective = Objective(crops, ObjectiveConfig.from_study(study.user_attrs, cfg.out_dir / cfg.study,
-                                                            cfg.epoch_progress), info)
+    ocfg = ObjectiveConfig.from_study(study.user_attrs, cfg.out_dir / cfg.study, cfg.epoch_progress)
+    objective = objective_factory(crops, ocfg, info)
+    if objective_factory is Objective:
+        _warm_up(crops)
     total = study.user_attrs.get("n_trials", "?")
 
     def report(study, frozen):
         done[frozen.state] = done.get(frozen.state, 0) + 1
         if cfg.progress:
-            finished = _count(study, TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+            finished = db.count_trials(storage, study._study_id, _FINISHED)
             value = f"val_acc {frozen.value:.4f}" if frozen.value is not None else frozen.state.name
             reason = frozen.user_attrs.get("fail_reason", "")
             print(f"[{study.study_name}] trial {frozen.number} {value} lr {frozen.params.get('lr', 0):.3e} "
@@ -281,9 +297,11 @@ def _take_one(study, storage, cfg: WorkerConfig, objective: Objective, report, s
     signals.check()
     _fail_stale(study)
     with db.claim(storage, cfg.study) as claim:
-        if _count(study, TrialState.WAITING) == 0:
+        # COUNT queries, not study.get_trials: that fetches every WAITING trial in full,
+        # and Optuna's own pop below fetches them again.
+        if claim.count(study._study_id, (TrialState.WAITING,)) == 0:
             claim.release()
-            if _count(study, TrialState.RUNNING) == 0:
+            if db.count_trials(storage, study._study_id, (TrialState.RUNNING,)) == 0:
                 return False
             signals.sleep(cfg.poll_seconds)  # others still train; their trials may come back
             return True
