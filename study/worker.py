@@ -224,6 +224,22 @@ def _warm_up(crops) -> None:
         normalized(crops, split)
 
 
+class _NoTraceback(logging.Filter):
+    """A failed trial (NaN loss, OOM) is expected: Optuna's warning keeps its one line,
+    without the traceback it would attach; our own line already gives the reason."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], TrialFailed):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_trial_failures() -> None:
+    for handler in logging.getLogger("optuna").handlers:
+        if not any(isinstance(f, _NoTraceback) for f in handler.filters):
+            handler.addFilter(_NoTraceback())
+
+
 def run_worker(storage, crops, cfg: WorkerConfig, device: str = "CPU",
                objective_factory=Objective) -> WorkerSummary:
     """Take WAITING trials of `cfg.study` until none is WAITING or RUNNING.
@@ -255,6 +271,7 @@ def run_worker(storage, crops, cfg: WorkerConfig, device: str = "CPU",
     with _Signals() as signals, warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        _quiet_trial_failures()
         lost, failures = None, 0  # lost: the trial a lost connection cut short
         try:
             while True:
