@@ -109,10 +109,12 @@ def test_runs_do_not_pile_up_gradient_registrations(tiny_crops):
     # each run's tf.custom_gradient entries pin its graph (~15 MB a trial) unless dropped
     from model.train import _gradient_names
 
+    before = _gradient_names()  # other tests in this process may have traced models outside train
     train(tiny_crops, ModelConfig(), ONE)
-    after_one = _gradient_names()
+    after_one = _gradient_names() - before
     assert after_one, "TensorFlow's gradient registry moved: re-check the leak workaround"
     train(tiny_crops, ModelConfig(variant=2), ONE)
     train(tiny_crops, ModelConfig(), ONE)
-    assert len(_gradient_names()) <= len(after_one)
-    assert not after_one & _gradient_names()
+    now = _gradient_names() - before
+    assert len(now) <= len(after_one)
+    assert not after_one & now
