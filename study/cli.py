@@ -22,15 +22,20 @@ EXIT_TRIAL_FAILED = 4  # `facehpo train`: the run diverged (NaN) or ran out of m
 EXIT_SANITY_FAILED = 5  # `facehpo sanity`: at least one check failed
 
 
-def _data(path: str | None):
+def _data_path(path: str | None) -> str:
     """--data > FACEHPO_DATA > the built-in sample (built once, offline)."""
-    from dataset.archive import load_crops
-
     path = path or os.environ.get("FACEHPO_DATA")
     if not path:
         from dataset.sample import ensure_sample
 
         path = ensure_sample()
+    return str(path)
+
+
+def _data(path: str | None):
+    from dataset.archive import load_crops
+
+    path = _data_path(path)
     crops = load_crops(path)
     if crops.is_sample:
         print(f"data: the BUILT-IN SAMPLE ({path}; scikit-image lfw_subset, not FDDB)", file=sys.stderr)
@@ -40,12 +45,7 @@ def _data(path: str | None):
 def _data_meta(path: str | None) -> dict:
     from dataset.archive import read_meta
 
-    path = path or os.environ.get("FACEHPO_DATA")
-    if not path:
-        from dataset.sample import ensure_sample
-
-        path = ensure_sample()
-    return read_meta(path)
+    return read_meta(_data_path(path))
 
 
 def _storage_config(args):
