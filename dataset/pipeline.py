@@ -6,10 +6,12 @@ array and kept for the life of the process (keyed by the crop file's content has
 so the many trials one worker runs on the same crops share it.
 
 Batches are cut by shuffling indices and gathering whole batches (one gather per
-batch instead of one slice per crop). On the 2-core CPU the feed is not what bounds
-speed: this pipeline and Keras's own NumPy path both cost ~4.0 CPU-seconds per
-epoch of 1,600 crops; the convolutions do (`python -m model.bench` measures it).
-TensorFlow is imported lazily.
+batch instead of one slice per crop). Without a GPU the gathers run inline, in the
+thread that runs the training step: no prefetch thread, no autotuning. On the 2-core
+CPU a background feed thread competed with TensorFlow's two compute threads, and
+epochs of Model 1 came out bimodal, 1.2 s or 2.5 s, the slow kind in most runs
+(benchmarks/bench_train.py; BENCHMARKS.md). With a GPU the feed overlaps the
+device's work (prefetch, autotuned). TensorFlow is imported lazily.
 """
 from __future__ import annotations
 
@@ -106,4 +108,18 @@ def _batched(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | 
     if shuffle_seed is not None:
         idx = idx.shuffle(n, seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = idx.batch(batch_size).map(lambda i: (tf.gather(xt, i), tf.gather(yt, i)))
-    return ds.prefetch(tf.data.AUTOTUNE)
+    if tf.config.list_physical_devices("GPU"):  # GPU only: overlap the feed with the device
+        return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(_inline())
+
+
+def _inline():
+    """tf.data options that keep the whole feed in the consumer's thread: tf.data
+    otherwise injects a prefetch and runs autotuning threads even without .prefetch()."""
+    import tensorflow as tf
+
+    opts = tf.data.Options()
+    opts.autotune.enabled = False
+    opts.threading.private_threadpool_size = 1
+    opts.experimental_optimization.inject_prefetch = False
+    return opts

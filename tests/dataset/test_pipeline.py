@@ -78,3 +78,26 @@ def test_cached_arrays_are_read_only(crops):
     x, _ = pipeline.normalized(crops, "train")
     with pytest.raises(ValueError):
         x[0, 0, 0, 0] = 1.0
+
+
+def _ops(ds) -> set[str]:
+    import tensorflow as tf
+
+    graph = tf.compat.v1.GraphDef()
+    graph.ParseFromString(tf.raw_ops.DatasetToGraphV2(input_dataset=ds._variant_tensor).numpy())
+    return {node.op for node in graph.node}
+
+
+def test_without_gpu_the_feed_runs_inline(crops):
+    """No prefetch thread or autotuning on CPU: a background feed thread competing with
+    the compute threads made epochs bimodal (dataset/pipeline.py)."""
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is visible: the feed prefetches there")
+    for ds in (*pipeline.datasets(crops, 4), pipeline.split_dataset(crops, "test", 4)):
+        assert not {op for op in _ops(ds) if "Prefetch" in op}
+        opts = ds.options()
+        assert opts.autotune.enabled is False
+        assert opts.threading.private_threadpool_size == 1
+        assert opts.experimental_optimization.inject_prefetch is False
