@@ -54,17 +54,24 @@ def build_model(cfg: ModelConfig, steps_per_execution: int = 1) -> keras.Model:
     steps_per_execution > 1 runs that many batches in one TensorFlow call: the
     trainer passes a whole epoch's steps, which drops Keras's per-batch Python
     round trip (same numbers, see model/train.py)."""
-    model = _architecture(cfg)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  steps_per_execution=steps_per_execution)
+    model = architecture(cfg)
+    compile_model(model, cfg.lr, steps_per_execution)
     return model
 
 
-def _architecture(cfg: ModelConfig) -> keras.Model:
+def compile_model(model: keras.Model, lr: float, steps_per_execution: int = 1) -> None:
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=steps_per_execution)
+
+
+def architecture(cfg: ModelConfig, regularizer=None) -> keras.Model:
+    """The uncompiled model; `regularizer` on every kernel replaces L2(cfg.reg)
+    (model/compiled.py passes one whose factor is a variable)."""
     bn = cfg.variant == 2
-    l2 = keras.regularizers.L2(cfg.reg) if cfg.reg > 0 else None
-    kernel = dict(kernel_initializer="glorot_uniform", kernel_regularizer=l2)
+    if regularizer is None and cfg.reg > 0:
+        regularizer = keras.regularizers.L2(cfg.reg)
+    kernel = dict(kernel_initializer="glorot_uniform", kernel_regularizer=regularizer)
     stack: list[layers.Layer] = [keras.Input(INPUT_SHAPE)]
     for i, filters in enumerate(CONV_FILTERS, 1):
         stack += [layers.Conv2D(filters, 3, padding="same", activation="relu",

@@ -27,7 +27,7 @@ import keras
 
 from dataset.archive import CropSet
 from dataset.pipeline import datasets, split_dataset
-from model import device
+from model import compiled, device
 from model.cnn import ModelConfig, build_model
 from model.errors import ModelError
 from model.saving import inference_model, load_model, save_model
@@ -162,21 +162,28 @@ def _clear_session() -> None:
 
 def train(crops: CropSet, model_cfg: ModelConfig, train_cfg: TrainConfig,
           callbacks=()) -> TrainResult:
-    """Train one configuration; the model is dropped (see `train_model` to keep it)."""
-    return train_model(crops, model_cfg, train_cfg, callbacks)[0]
+    """Train one configuration on the process's kept compiled model (model/compiled.py:
+    no graph tracing after the first run); the trained model is not returned."""
+    return _fit(crops, model_cfg, train_cfg, callbacks, keep=True)[0]
 
 
 def train_model(crops: CropSet, model_cfg: ModelConfig, train_cfg: TrainConfig,
                 callbacks=()) -> tuple[TrainResult, keras.Model | None]:
-    """(result, trained model); the model is None when the run failed.
+    """(result, trained model) on a model of its own; the model is None when the run failed.
 
     `callbacks` are extra Keras callbacks, run after the metrics recorder.
     """
-    _drop_gradients(_stale_gradients)
-    _clear_session()  # drop the previous trial's graphs and weights
-    # What survived that collection lives on (modules, caches, the crops): freeze it out of
-    # later collections, which then scan only this trial's objects (0.14 -> 0.03 s a trial).
-    gc.freeze()
+    return _fit(crops, model_cfg, train_cfg, callbacks, keep=False)
+
+
+def _fit(crops: CropSet, model_cfg: ModelConfig, train_cfg: TrainConfig, callbacks,
+         keep: bool) -> tuple[TrainResult, keras.Model | None]:
+    # One TensorFlow call per epoch (and per validation pass) instead of one per batch:
+    # the same histories, ~5 % less CPU per epoch (benchmarks/bench_train.py).
+    steps = max(1, math.ceil(len(crops.part("train")[1]) / train_cfg.batch_size))
+    if not (keep and compiled.fits(model_cfg, steps)):
+        compiled.forget()
+        _new_session()
     registered = _gradient_names()
     keras.utils.set_random_seed(train_cfg.seed)
     start = time.perf_counter()
@@ -184,23 +191,33 @@ def train_model(crops: CropSet, model_cfg: ModelConfig, train_cfg: TrainConfig,
     model, fail = None, None
     try:
         train_ds, val_ds = datasets(crops, train_cfg.batch_size, train_cfg.seed)
-        # One TensorFlow call per epoch (and per validation pass) instead of one per batch:
-        # the same histories, ~5 % less CPU per epoch (benchmarks/bench_train.py).
-        model = build_model(model_cfg, steps_per_execution=max(1, int(train_ds.cardinality())))
+        model = (compiled.kept_model(model_cfg, train_cfg.seed, steps) if keep
+                 else build_model(model_cfg, steps_per_execution=steps))
         model.fit(train_ds, validation_data=val_ds, epochs=train_cfg.epochs, verbose=0,
                   shuffle=False, callbacks=[recorder, *callbacks])
-    except _NonFinite as e:
+    except _NonFinite as e:  # the kept model's variables are all reset before its next run
         fail = str(e)
     except tf.errors.ResourceExhaustedError as e:
         fail = "out of memory: " + (str(e.message).strip().splitlines() or ["?"])[0]
+        compiled.forget()
     finally:
         _stale_gradients.update(_gradient_names() - registered)
     if fail is not None:
         model = None
-        _clear_session()
+        if not compiled.fits(model_cfg, steps):  # a model of its own, or the kept one after OOM
+            _clear_session()
     result = TrainResult(tuple(recorder.history), fail,
                          time.perf_counter() - start, device.describe())
-    return result, model
+    return result, (None if keep else model)
+
+
+def _new_session() -> None:
+    """Drop earlier runs' graphs and weights (and their gradient registrations)."""
+    _drop_gradients(_stale_gradients)
+    _clear_session()
+    # What survived that collection lives on (modules, caches, the crops): freeze it out of
+    # later collections, which then scan only this trial's objects (0.14 -> 0.03 s a trial).
+    gc.freeze()
 
 
 # TensorFlow registers a gradient function in a global registry each time a

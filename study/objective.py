@@ -68,14 +68,15 @@ class Objective:
         from optuna_integration.keras import KerasPruningCallback
 
         from model.cnn import ModelConfig
-        from model.train import TrainConfig, train_model
+        from model.train import TrainConfig, train, train_model
 
         callbacks = [KerasPruningCallback(trial, "val_accuracy")] if self.cfg.pruning else []
-        result, model = train_model(
-            self.crops, ModelConfig(variant=self.cfg.model, lr=lr, reg=reg),
-            TrainConfig(epochs=self.cfg.epochs, batch_size=self.cfg.batch_size, seed=seed,
-                        progress=self.cfg.progress),
-            callbacks=callbacks)
+        args = (self.crops, ModelConfig(variant=self.cfg.model, lr=lr, reg=reg),
+                TrainConfig(epochs=self.cfg.epochs, batch_size=self.cfg.batch_size, seed=seed,
+                            progress=self.cfg.progress), callbacks)
+        # search trials run on the worker's kept compiled model (no graph tracing after the
+        # first trial); the final one trains a model of its own, which it saves
+        result, model = train_model(*args) if self.cfg.stage == "final" else (train(*args), None)
         trial.set_user_attr("history", result.to_dict()["history"])
         if not result.ok:
             trial.set_user_attr("fail_reason", result.fail_reason)

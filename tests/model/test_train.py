@@ -109,12 +109,13 @@ def test_runs_do_not_pile_up_gradient_registrations(tiny_crops):
     # each run's tf.custom_gradient entries pin its graph (~15 MB a trial) unless dropped
     from model.train import _gradient_names
 
+    # (train_model: a new model each run; train's kept model traces once per process)
     before = _gradient_names()  # other tests in this process may have traced models outside train
-    train(tiny_crops, ModelConfig(), ONE)
+    train_model(tiny_crops, ModelConfig(), ONE)
     after_one = _gradient_names() - before
     assert after_one, "TensorFlow's gradient registry moved: re-check the leak workaround"
-    train(tiny_crops, ModelConfig(variant=2), ONE)
-    train(tiny_crops, ModelConfig(), ONE)
+    train_model(tiny_crops, ModelConfig(variant=2), ONE)
+    train_model(tiny_crops, ModelConfig(), ONE)
     now = _gradient_names() - before
     assert len(now) <= len(after_one)
     assert not after_one & now
