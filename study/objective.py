@@ -46,7 +46,8 @@ class ObjectiveConfig:
 
 
 class Objective:
-    """Callable for `study.optimize`. `on_start` runs first (the worker releases its claim)."""
+    """Callable for `study.optimize`. `on_start` runs first (on SQLite the worker releases
+    its claim lock there)."""
 
     def __init__(self, crops, cfg: ObjectiveConfig, info: WorkerInfo,
                  on_start: Callable[[], None] | None = None):

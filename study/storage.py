@@ -3,7 +3,8 @@
 Every connection goes through `open_storage`, which builds Optuna's RDBStorage with
 pool pre-ping, a small pool, heartbeats and RetryHeartbeatStaleTrialCallback, retries
 the first connection with backoff, and turns database errors into one SetupError line
-that names the URL (password masked) and the likely cause.
+that names the URL (password masked) and the likely cause. `pop_only` and `claim` keep
+workers to the trials a stage enqueued (study/worker.py).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import threading
 import time
 import warnings
 import zlib
@@ -193,13 +195,52 @@ def _hint(e: BaseException) -> str:
     return "is this an Optuna database? run `facehpo init` to create one"
 
 
+class NothingWaiting(Exception):
+    """Inside `pop_only`: Optuna found no WAITING trial to pop and would have created one."""
+
+
+_popping = threading.local()  # .storage: the storage in pop-only mode in this thread
+
+
+@contextlib.contextmanager
+def pop_only(storage):
+    """Run a worker's `study.optimize(n_trials=1)` in this block: it only takes WAITING trials.
+
+    When nothing is left to pop, Optuna's ask() would create a new trial and break the
+    study's exact budget; here that creation raises NothingWaiting instead, before any
+    row is written or a heartbeat thread started. Trials created from a template
+    (enqueue_trial, add_trial, the retry callback) are not affected. Optuna's own
+    stale-trial check at the start of each trial is skipped too: the worker runs its own
+    (`study.worker._fail_stale`), which records why each stale trial failed.
+    """
+    if not isinstance(storage, _RDBStorage):
+        raise TypeError("pop_only needs a storage from open_storage")
+    outer, _popping.storage = getattr(_popping, "storage", None), storage
+    try:
+        yield
+    finally:
+        _popping.storage = outer
+
+
 class _RDBStorage(optuna.storages.RDBStorage):
-    """Optuna's RDBStorage whose heartbeat survives a database outage.
+    """Optuna's RDBStorage whose heartbeat survives a database outage, with `pop_only`.
 
     Optuna records heartbeats in a thread that dies on the first database error, so a
     trial would go stale after any outage longer than a heartbeat interval even though
     its worker lives on. Here a lost connection is logged and the next beat tries again.
     """
+
+    def _popping(self) -> bool:
+        return getattr(_popping, "storage", None) is self
+
+    def _create_new_trial(self, study_id: int, template_trial=None):
+        # RDBStorage.create_new_trial and Optuna's _CachedStorage both come through here
+        if template_trial is None and self._popping():
+            raise NothingWaiting(f"no WAITING trial in study id {study_id}")
+        return super()._create_new_trial(study_id, template_trial)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        return [] if self._popping() else super()._get_stale_trial_ids(study_id)
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:
@@ -347,10 +388,6 @@ class Lock:
             self._file.close()
             self._file = None
 
-    def count(self, study_id: int, states) -> int:
-        """count_trials on the lock's own connection (PostgreSQL) while it is held."""
-        return count_trials(self.storage, study_id, states, self._conn)
-
     def __enter__(self) -> "Lock":
         self.acquire()
         return self
@@ -363,20 +400,51 @@ _COUNT = sqlalchemy.text("SELECT count(*) FROM trials WHERE study_id = :study AN
                          ).bindparams(sqlalchemy.bindparam("states", expanding=True))
 
 
-def count_trials(storage, study_id: int, states, conn=None) -> int:
+def count_trials(storage, study_id: int, states) -> int:
     """How many of a study's trials are in `states` (TrialState members): one COUNT
     query, where Optuna's get_trials fetches every unfinished trial with its params
-    and attributes (benchmarks/bench_workers.py). `conn`: an open connection to use."""
-    params = {"study": study_id, "states": [s.name for s in states]}
-    if conn is not None:
-        return conn.execute(_COUNT, params).scalar_one()
-    with storage.engine.connect() as fresh:
-        return fresh.execute(_COUNT, params).scalar_one()
+    and attributes (benchmarks/bench_workers.py)."""
+    with storage.engine.connect() as conn:
+        return conn.execute(_COUNT, {"study": study_id, "states": [s.name for s in states]}).scalar_one()
 
 
-def claim(storage, study: str) -> Lock:
-    """Held by a worker from 'is a trial WAITING?' until Optuna has popped it."""
-    return Lock(storage, f"claim:{study}")
+_OUTCOME = sqlalchemy.text(
+    "SELECT t.state, v.value, (SELECT count(*) FROM trials WHERE study_id = t.study_id"
+    " AND state IN ('COMPLETE', 'PRUNED', 'FAIL')) FROM trials t"
+    " LEFT JOIN trial_values v ON v.trial_id = t.trial_id AND v.objective = 0"
+    " WHERE t.trial_id = :trial")
+
+
+def outcome(storage, trial_id: int) -> tuple[optuna.trial.TrialState, float | None, int]:
+    """(state, value, finished trials in its study) of a trial a worker just ran, in one
+    query: Optuna's get_trial would fetch the whole trial in six. An infinite value
+    (never a validation accuracy) comes back as None."""
+    with storage.engine.connect() as conn:
+        state, value, finished = conn.execute(_OUTCOME, {"trial": trial_id}).one()
+    return optuna.trial.TrialState[state], value, finished
+
+
+class _NoLock:
+    def release(self) -> None:
+        pass
+
+    def __enter__(self) -> "_NoLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def claim(storage, study: str) -> "Lock | _NoLock":
+    """Held by a worker while Optuna pops a WAITING trial, released once it has one.
+
+    SQLite only: Optuna's pop reads a WAITING trial, then marks it RUNNING; SQLite has no
+    SELECT ... FOR UPDATE and pysqlite begins the transaction only at the UPDATE, so two
+    processes can both take the same trial (one then fails to tell it). A server
+    database locks the row; there no lock is taken."""
+    if storage.engine.dialect.name == "sqlite":
+        return Lock(storage, f"claim:{study}")
+    return _NoLock()
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
 """A worker: load the data once, take WAITING trials until none is left, exit.
 
-Claiming is serialized by `storage.exclusive` from "is a trial WAITING?" until Optuna
-has popped it, so a worker never creates a trial of its own: the study's budget stays
+Each trial is Optuna's own pop (`study.optimize(n_trials=1)`) inside `storage.pop_only`,
+so a worker never creates a trial of its own: when the queue is empty, Optuna's
+fallback to a new trial raises NothingWaiting instead, and the study's budget stays
 exactly what the coordinator enqueued. SIGTERM (docker stop) and SIGINT stop the
 worker cleanly: the current trial is failed with its reason and re-queued at once.
 A lost database connection is retried with backoff (`reconnect_attempts`); the trial
@@ -15,9 +16,11 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import optuna
 from optuna.trial import TrialState
@@ -29,7 +32,6 @@ from study.objective import Objective, ObjectiveConfig, WorkerInfo
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_SETUP, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 130, 143
-_FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 
 
 class Interrupted(BaseException):
@@ -101,15 +103,36 @@ def _requeue(study: optuna.Study, trial_id: int, reason: str, callback=None) -> 
         (callback or optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None))(study, frozen)
 
 
-def _fail_stale(study: optuna.Study) -> None:
+def _fail_stale(study: optuna.Study) -> int:
     """Optuna's fail_stale_trials, plus the fail_reason every FAIL trial carries; the
-    re-queue obeys the storage's RetryHeartbeatStaleTrialCallback(max_retry)."""
+    re-queue obeys the storage's RetryHeartbeatStaleTrialCallback(max_retry). How many
+    trials it found stale."""
     storage = study._storage
     if storage.get_heartbeat_interval() is None:
-        return
-    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        return 0
+    stale = storage._get_stale_trial_ids(study._study_id)
+    for trial_id in stale:
         _requeue(study, trial_id, "no heartbeat within the grace period: its worker was killed, "
                  "hung or lost the database", storage.get_heartbeat_stale_trial_callback())
+    return len(stale)
+
+
+class _StaleCheck:
+    """_fail_stale at most once per half heartbeat interval, not before every trial: a
+    trial goes stale only after the grace period (several intervals), so a check per
+    instant trial found nothing and cost a query (benchmarks/bench_workers.py)."""
+
+    def __init__(self, study: optuna.Study):
+        self.study, self.last = study, None
+        interval = study._storage.get_heartbeat_interval()
+        self.every = interval / 2 if interval else 0.0
+
+    def __call__(self, force: bool = False) -> int:
+        now = time.monotonic()
+        if not force and self.last is not None and now - self.last < self.every:
+            return 0
+        self.last = now
+        return _fail_stale(self.study)
 
 
 def _retried(study: optuna.Study, trial_id: int) -> bool:
@@ -164,9 +187,11 @@ class _Escape(BaseException):
         self.error = error
 
 
-def _guarded(objective: Objective, signals: "_Signals"):
-    """The objective; trial failures (NaN, pruned) go to Optuna, anything else escapes."""
+def _guarded(objective: Objective, signals: "_Signals", started: Callable[[object], None]):
+    """The objective; trial failures (NaN, pruned) go to Optuna, anything else escapes.
+    `started(trial)` is told each trial Optuna popped."""
     def run(trial):
+        started(trial)
         try:
             return objective(_Checked(trial, signals))
         except (TrialFailed, optuna.TrialPruned):
@@ -246,7 +271,7 @@ def run_worker(storage, crops, cfg: WorkerConfig, device: str = "CPU",
 
     `objective_factory(crops, ObjectiveConfig, WorkerInfo)` builds the callable each
     trial runs; the default trains the CNN. benchmarks/bench_workers.py passes an
-    instant one (an `Objective` subclass) to time the claim / optimize loop alone."""
+    instant one (an `Objective` subclass) to time the worker's loop alone."""
     study = db.load(storage, cfg.study, sampler=optuna.samplers.RandomSampler(),
                     pruner=_pruner(cfg.pruner))
     check_data(study, crops)
@@ -258,14 +283,17 @@ def run_worker(storage, crops, cfg: WorkerConfig, device: str = "CPU",
         _warm_up(crops)
     total = study.user_attrs.get("n_trials", "?")
 
-    def report(study, frozen):
-        done[frozen.state] = done.get(frozen.state, 0) + 1
+    def report(trial):
+        """Count the trial just run and print its line. `trial` is Optuna's Trial, whose
+        number, params and user attrs are known here; state and value come from the
+        database (Optuna decides them in tell), with the study's finished count."""
+        state, value, finished = db.outcome(storage, trial._trial_id)
+        done[state] = done.get(state, 0) + 1
         if cfg.progress:
-            finished = db.count_trials(storage, study._study_id, _FINISHED)
-            value = f"val_acc {frozen.value:.4f}" if frozen.value is not None else frozen.state.name
-            reason = frozen.user_attrs.get("fail_reason", "")
-            print(f"[{study.study_name}] trial {frozen.number} {value} lr {frozen.params.get('lr', 0):.3e} "
-                  f"reg {frozen.params.get('reg', 0):.3e} {reason} ({finished}/{total} finished)",
+            shown = f"val_acc {value:.4f}" if value is not None else state.name
+            params, reason = trial.params, trial.user_attrs.get("fail_reason", "")
+            print(f"[{study.study_name}] trial {trial.number} {shown} lr {params.get('lr', 0):.3e} "
+                  f"reg {params.get('reg', 0):.3e} {reason} ({finished}/{total} finished)",
                   file=sys.stderr, flush=True)
 
     with _Signals() as signals, warnings.catch_warnings():
@@ -273,13 +301,14 @@ def run_worker(storage, crops, cfg: WorkerConfig, device: str = "CPU",
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         _quiet_trial_failures()
         lost, failures = None, 0  # lost: the trial a lost connection cut short
+        stale = _StaleCheck(study)
         try:
             while True:
                 try:
                     if lost is not None:
                         _requeue(study, lost, "the worker lost the database during the trial; re-queued")
                         lost = None
-                    if not _take_one(study, storage, cfg, objective, report, signals):
+                    if not _take_one(study, storage, cfg, objective, report, signals, stale):
                         break
                     failures = 0
                 except (Exception, _Escape) as caught:
@@ -308,24 +337,31 @@ def run_worker(storage, crops, cfg: WorkerConfig, device: str = "CPU",
                          done[TrialState.PRUNED])
 
 
-def _take_one(study, storage, cfg: WorkerConfig, objective: Objective, report, signals) -> bool:
+def _take_one(study, storage, cfg: WorkerConfig, objective: Objective, report, signals,
+              stale: _StaleCheck) -> bool:
     """Train one WAITING trial, or wait while others train; False once none is left."""
     objective.current_trial_id = None
     signals.check()
-    _fail_stale(study)
-    with db.claim(storage, cfg.study) as claim:
-        # COUNT queries, not study.get_trials: that fetches every WAITING trial in full,
-        # and Optuna's own pop below fetches them again.
-        if claim.count(study._study_id, (TrialState.WAITING,)) == 0:
-            claim.release()
-            if db.count_trials(storage, study._study_id, (TrialState.RUNNING,)) == 0:
-                return False
-            signals.sleep(cfg.poll_seconds)  # others still train; their trials may come back
-            return True
+    stale()
+    taken = []  # the Trial Optuna popped, if it popped one
+    with db.claim(storage, cfg.study) as claim, db.pop_only(storage):
         objective.on_start = claim.release
-        study.optimize(_guarded(objective, signals), n_trials=1, catch=(TrialFailed,), callbacks=[report],
-                       gc_after_trial=False, show_progress_bar=False)
+        try:
+            study.optimize(_guarded(objective, signals, taken.append), n_trials=1, catch=(TrialFailed,),
+                           gc_after_trial=False, show_progress_bar=False)
+        except db.NothingWaiting:
+            pass
     objective.current_trial_id = None
+    if taken:
+        report(taken[0])
+        return True
+    # Nothing WAITING: trials failed as stale come back as WAITING copies, and RUNNING
+    # ones may yet (their worker may be killed); the study is drained when neither is left.
+    if stale(force=True):
+        return True
+    if db.count_trials(storage, study._study_id, (TrialState.WAITING, TrialState.RUNNING)) == 0:
+        return False
+    signals.sleep(cfg.poll_seconds)
     return True
 
 
