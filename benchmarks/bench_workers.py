@@ -3,12 +3,12 @@ against plain Optuna, trials per second for 1, 2, 4 and 8 processes.
 
 For each process count P, two studies of N trials each are enqueued up front with the
 same configurations (the coarse stage's seeded draws): one is drained by P facehpo
-workers (`study.worker.run_worker`: stale-trial check, claim lock, WAITING check,
-`study.optimize(n_trials=1)`, heartbeats, progress line), the other by P plain Optuna
-processes calling `study.optimize(objective, n_trials=N/P)` on an `RDBStorage` of the
-same URL with the same heartbeat settings. The objective only suggests lr and reg and
-returns; so what is timed is the loop and the database round trips. The two systems
-alternate per P (facehpo first for even P, plain first otherwise).
+workers (`study.worker.run_worker`: `study.optimize(n_trials=1)` in pop-only mode,
+heartbeats, a stale-trial check every half heartbeat interval, progress line), the
+other by P plain Optuna processes calling `study.optimize(objective, n_trials=N/P)` on
+an `RDBStorage` of the same URL with the same heartbeat settings. The objective only
+suggests lr and reg and returns; so what is timed is the loop and the database round
+trips. The two systems alternate per P (facehpo first for even P, plain first otherwise).
 
 Throughput = N / (last trial's datetime_complete - the moment all P processes, already
 started and connected, are released together). Duplicates: trials beyond N, or a
