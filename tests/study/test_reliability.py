@@ -75,18 +75,22 @@ def _retriable(trial):
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_sigkilled_worker_five_times_loses_and_duplicates_nothing(fresh_pg, tiny, tmp_path):
-    n, study = 30, "kill-coarse"
-    _init(fresh_pg, "kill", n, 1, tiny, tmp_path)
-    helpers = [_worker(fresh_pg, study, f"w{i}", tiny, tmp_path) for i in (1, 2)]
+    """Five workers in turn are killed inside model.fit; then three workers finish the
+    study while the last killed trials go stale under them. The helpers start only after
+    the kills: a trial takes ~0.05 s an epoch here, and running from the start they
+    drained the queue before later victims had started."""
+    n, study = 20, "kill-coarse"
+    _init(fresh_pg, "kill", n, 30, tiny, tmp_path)  # 30 epochs: ~1.7 s a trial
     killed, rng = [], random.Random(0)
     for life in range(5):
         victim = _worker(fresh_pg, study, f"victim-{life}", tiny, tmp_path)
-        trial = wait_for(lambda: _retriable(running_of(fresh_pg, study, f"victim-{life}")), 120,
-                         f"victim-{life} to train")
-        time.sleep(rng.uniform(0.3, 1.2))  # inside model.fit
+        trial = wait_for(lambda: _past_first_epoch(_retriable(running_of(fresh_pg, study, f"victim-{life}"))),
+                         120, f"victim-{life} to train")
+        time.sleep(rng.uniform(0.0, 0.4))  # inside model.fit, well before its last epoch
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
         killed.append(trial.number)
+    helpers = [_worker(fresh_pg, study, f"w{i}", tiny, tmp_path) for i in (1, 2)]
     last = _worker(fresh_pg, study, "victim-5", tiny, tmp_path)
     for code, err in _finish(helpers + [last]):
         assert code == 0 and "Traceback" not in err, err
@@ -99,7 +103,8 @@ def test_sigkilled_worker_five_times_loses_and_duplicates_nothing(fresh_pg, tiny
 
 
 def _past_first_epoch(trial):
-    return trial is not None and len(trial.intermediate_values) >= 1
+    """`trial` once it has reported its first epoch, else None."""
+    return trial if trial is not None and len(trial.intermediate_values) >= 1 else None
 
 
 @pytest.mark.slow
