@@ -24,7 +24,7 @@ EXPECT = {"bench_gpu": "1 worker(s): 2 trials", "bench_memory": "RSS MB after tr
 
 def test_every_script_is_covered():
     assert SCRIPTS == ["bench_gpu", "bench_kerastuner", "bench_memory", "bench_overhead",
-                       "bench_pruning", "bench_train", "bench_workers"]
+                       "bench_precision", "bench_pruning", "bench_train", "bench_workers"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
