@@ -14,7 +14,7 @@ device the workers recorded on their trials.
     python benchmarks/bench_gpu.py [--quick | --dry-run] [--storage URL] [--workers 1 2 4]
 
 Storage: an embedded SQLite file in a temporary folder unless --storage is given
-(the claim lock serializes SQLite workers too; pass a PostgreSQL URL on a server).
+(SQLite workers take turns to pop a trial under a file lock; pass a PostgreSQL URL on a server).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Orchestration overhead on PostgreSQL: the share of a trial's wall time that is not
 training epochs (storage round trips, model build, data access, reporting, pruning
-checks, claiming the next trial).
+checks, popping the next trial).
 
 A coarse study of T trials x 5 epochs on the real FDDB crops is drained by one facehpo
 worker (`study.worker.run_worker`, the default objective, the median pruner's per-epoch
@@ -8,10 +8,11 @@ reports, as `facehpo worker --pruner median` runs it) in this process. Two share
 
   per trial   1 - sum(history seconds) / (datetime_complete - datetime_start)
   whole loop  1 - sum of every trial's epoch seconds / run_worker's wall time
-              (the loop's own claims, stale-trial checks and progress lines included)
+              (the loop's own pops, stale-trial checks and progress lines included)
 
 An epoch's seconds are what the trainer's recorder measures from on_epoch_begin to
-on_epoch_end (training and validation; the first epoch includes graph tracing).
+on_epoch_end (training and validation; the first epoch of the worker's first trial includes graph
+tracing, later trials reuse the compiled model, model/compiled.py).
 It then times the pieces that run once per trial, for the breakdown.
 
     python benchmarks/bench_overhead.py [--quick | --dry-run]
@@ -26,23 +27,19 @@ import _common as c
 
 def _pieces(crops) -> dict[str, float]:
     """Median seconds of the per-trial work outside the epochs, timed alone."""
-    import keras
-
     from dataset.pipeline import datasets
-    from model.cnn import ModelConfig, build_model
+    from model import compiled
+    from model.cnn import ModelConfig
 
-    times: dict[str, list[float]] = {"clear_session()": [], "datasets()": [], "build_model()": []}
-    for _ in range(3):
+    times: dict[str, list[float]] = {"datasets()": [], "kept_model() reset": []}
+    for seed in range(4):
         t = time.perf_counter()
-        keras.backend.clear_session()  # with its gc.collect(), as model.train calls it
-        times["clear_session()"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        train_ds, _ = datasets(crops, 20, 0)
+        train_ds, _ = datasets(crops, 20, seed)
         times["datasets()"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        build_model(ModelConfig(), steps_per_execution=int(train_ds.cardinality()))
-        times["build_model()"].append(time.perf_counter() - t)
-    return {k: c.median(v) for k, v in times.items()}
+        t = time.perf_counter()  # a fresh build of the seed's weights copied in, Adam zeroed
+        compiled.kept_model(ModelConfig(), seed, int(train_ds.cardinality()))
+        times["kept_model() reset"].append(time.perf_counter() - t)
+    return {k: c.median(v[1:]) for k, v in times.items()}  # the first may build and compile
 
 
 def main(argv=None) -> int:
