@@ -40,17 +40,15 @@ class _Kept:
 _kept: _Kept | None = None
 
 
-def kept_model(cfg: ModelConfig, seed: int, steps_per_execution: int) -> keras.Model:
-    """A compiled model in the state `keras.utils.set_random_seed(seed)` and
-    `build_model(cfg, steps_per_execution)` would give, reusing the kept one if it fits.
-
-    Seeds the global generators with `seed` as a side effect (as a new build would)."""
+def kept_model(cfg: ModelConfig, steps_per_execution: int) -> keras.Model:
+    """A compiled model in the state `build_model(cfg, steps_per_execution)` would give
+    now, reusing the kept one if it fits. Call it right after seeding the run
+    (`model.train.seed_run`): the initial weights and dropout seeds are drawn then."""
     global _kept
     if not fits(cfg, steps_per_execution):
         forget()
     factor = _kept.factor if _kept is not None else keras.Variable(
         0.0, dtype="float32", trainable=False, name="l2_factor")
-    keras.utils.set_random_seed(seed)
     fresh = architecture(cfg, regularizer=VariableL2(factor))
     factor.assign(cfg.reg)
     if _kept is None:  # the fresh model becomes the kept one

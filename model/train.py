@@ -5,8 +5,8 @@ raised: it comes back as a TrainResult with `fail_reason`, so a worker marks tha
 trial failed and goes on. Exceptions raised by the caller's callbacks (e.g.
 optuna.TrialPruned from the study layer's pruning callback) pass through unchanged.
 
-Reproducibility: `keras.utils.set_random_seed(seed)` seeds weights, dropout and
-the shuffle. On the 2-core CPU two runs with the same seed give identical
+Reproducibility: `seed_run(seed)` seeds weights, dropout and the shuffle. On the
+2-core CPU two runs with the same seed give identical
 histories (tests/model checks it on tiny data; 2 epochs on 1,600 crops, both
 models, also matched), so `tf.config.experimental.enable_op_determinism()` is
 not used: here it changed nothing (4.0 vs 4.1 CPU-s/epoch), on GPU it costs speed
@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import random
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -185,13 +186,13 @@ def _fit(crops: CropSet, model_cfg: ModelConfig, train_cfg: TrainConfig, callbac
         compiled.forget()
         _new_session()
     registered = _gradient_names()
-    keras.utils.set_random_seed(train_cfg.seed)
+    seed_run(train_cfg.seed)
     start = time.perf_counter()
     recorder = _Recorder(train_cfg.epochs, train_cfg.progress)
     model, fail = None, None
     try:
         train_ds, val_ds = datasets(crops, train_cfg.batch_size, train_cfg.seed)
-        model = (compiled.kept_model(model_cfg, train_cfg.seed, steps) if keep
+        model = (compiled.kept_model(model_cfg, steps) if keep
                  else build_model(model_cfg, steps_per_execution=steps))
         model.fit(train_ds, validation_data=val_ds, epochs=train_cfg.epochs, verbose=0,
                   shuffle=False, callbacks=[recorder, *callbacks])
@@ -209,6 +210,21 @@ def _fit(crops: CropSet, model_cfg: ModelConfig, train_cfg: TrainConfig, callbac
     result = TrainResult(tuple(recorder.history), fail,
                          time.perf_counter() - start, device.describe())
     return result, (None if keep else model)
+
+
+TF_GLOBAL_SEED = 0
+
+
+def seed_run(seed: int) -> None:
+    """Seed one run. Keras draws every weight initializer's and dropout layer's seed
+    from Python's `random`, so seeding Python (and NumPy) fixes the model; the tf.data
+    shuffle takes `seed` as its op seed. TensorFlow's global seed stays at
+    TF_GLOBAL_SEED: setting it (as keras.utils.set_random_seed does) clears
+    TensorFlow's kernel cache, which cost every trial's first epoch 0.2-0.3 s."""
+    random.seed(seed)
+    np.random.seed(seed)
+    if tf.compat.v1.random.get_seed(1)[0] != TF_GLOBAL_SEED:  # unset, or changed by others
+        tf.random.set_seed(TF_GLOBAL_SEED)
 
 
 def _new_session() -> None:
