@@ -27,7 +27,7 @@ import tensorflow as tf
 import keras
 
 from dataset.archive import CropSet
-from dataset.pipeline import datasets, split_dataset
+from dataset.pipeline import datasets, normalized, split_dataset
 from model import compiled, device
 from model.cnn import ModelConfig, build_model
 from model.errors import ModelError
@@ -181,7 +181,8 @@ def _fit(crops: CropSet, model_cfg: ModelConfig, train_cfg: TrainConfig, callbac
          keep: bool) -> tuple[TrainResult, keras.Model | None]:
     # One TensorFlow call per epoch (and per validation pass) instead of one per batch:
     # the same histories, ~5 % less CPU per epoch (benchmarks/bench_train.py).
-    steps = max(1, math.ceil(len(crops.part("train")[1]) / train_cfg.batch_size))
+    n_train = len(normalized(crops, "train")[1])  # cached: crops.part would copy the split
+    steps = max(1, math.ceil(n_train / train_cfg.batch_size))
     if not (keep and compiled.fits(model_cfg, steps)):
         compiled.forget()
         _new_session()
