@@ -16,6 +16,8 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from optuna.trial import FrozenTrial, TrialState
 
+from study.results import ranked
+
 CLASS_NAMES = ("non-face (0)", "face (1)")
 DPI = 110
 
@@ -158,10 +160,9 @@ def confusion_figure(confusion: list[list[int]]) -> Figure:
 
 
 def completed(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """COMPLETE trials with a value and both parameters, best (highest accuracy) first."""
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
-            and {"lr", "reg"} <= t.params.keys()]
-    return sorted(done, key=lambda t: (-t.value, t.number))
+    """COMPLETE trials with both parameters, best first by the one ranking rule
+    (`study.results.ranked`: the report table, the SQL views and the final stage use it too)."""
+    return [t for t in ranked(trials) if {"lr", "reg"} <= t.params.keys()]
 
 
 def _figure(width: float, height: float) -> Figure:
