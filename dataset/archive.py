@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from dataset.atomic import atomic_write
 from dataset.errors import DataError
 
 SPLITS = ("train", "val", "test")  # split codes 0, 1, 2
@@ -102,10 +102,10 @@ def save_crops(path: str | os.PathLike, x, y, split, source, box, meta: dict) ->
     out_dir = path.parent if str(path.parent) else Path(".")
     if not out_dir.is_dir():
         raise DataError(f"{out_dir}: output folder does not exist")
-    _atomic_write(path, lambda f: np.savez(f, x=x, y=y, split=split, source=source, box=box))
+    _write(path, lambda tmp: np.savez(tmp, x=x, y=y, split=split, source=source, box=box))
     try:
-        _atomic_write(sidecar_path(path),
-                      lambda f: f.write(json.dumps(meta, indent=2, sort_keys=True).encode()))
+        _write(sidecar_path(path),
+               lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True)))
     except BaseException:
         path.unlink(missing_ok=True)  # never leave an .npz without its sidecar
         raise
@@ -141,19 +141,8 @@ def load_crops(path: str | os.PathLike, verify: bool = True) -> CropSet:
     return CropSet(**arrays, meta=meta)
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temp file in the same folder, fsync, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _write(path: Path, write) -> None:
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; workers running as other users must read it
-        os.replace(tmp, path)
+        atomic_write(path, write)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
         raise DataError(f"{path}: cannot write ({e.strerror or e})") from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

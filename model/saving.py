@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import keras
 
+from dataset.atomic import atomic_write
 from model.cnn import INPUT_SHAPE
 from model.errors import ModelError
 
@@ -70,20 +70,10 @@ def load_model(path_dir: str | os.PathLike) -> tuple[keras.Model, dict]:
 
 
 def _atomic(path: Path, write) -> None:
-    """`write(tmp)` to a temp file beside `path`, fsync, rename over `path`."""
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-        os.close(fd)
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, write)
     except OSError as e:
         raise ModelError(f"{path}: cannot write ({_why(e)})") from e
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def _why(e: BaseException) -> str:

@@ -5,10 +5,9 @@ The test crops are used here once, after selection; never for choosing anything.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from dataset.atomic import atomic_write
 from study.errors import SetupError
 
 
@@ -44,11 +43,7 @@ def write_final(model, crops, result, config: dict, out_dir: Path) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise SetupError(f"cannot write {path}: {e.strerror}") from None
+        raise SetupError(f"cannot write {path}: {e.strerror or e}") from None

@@ -20,6 +20,7 @@ import optuna
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
+from dataset.atomic import atomic_write
 from study import plots
 
 STAGES = ("coarse", "fine", "final")
@@ -55,7 +56,8 @@ def write_html(storage_or_studies, name: str, out_dir: str | os.PathLike) -> Pat
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.html"
-    path.write_text(render(studies, name), encoding="utf-8")
+    page = render(studies, name)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     return path
 
 

@@ -16,6 +16,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from optuna.trial import FrozenTrial, TrialState
 
+from dataset.atomic import atomic_write
 from study.results import ranked
 
 CLASS_NAMES = ("non-face (0)", "face (1)")
@@ -220,5 +221,4 @@ def to_png(fig: Figure) -> bytes:
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))

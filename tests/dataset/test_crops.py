@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from pathlib import Path
 from itertools import combinations
 
 import numpy as np
@@ -135,8 +136,8 @@ def test_progress_false_prints_nothing(fake_fddb, out_dir, cfg_all, capsys):
 
 
 def test_interrupted_write_leaves_no_file(fake_fddb, out_dir, cfg_all, monkeypatch):
-    def half_then_interrupt(f, **arrays):
-        f.write(b"PK\x03\x04 half an npz")
+    def half_then_interrupt(tmp, **arrays):
+        Path(tmp).write_bytes(b"PK\x03\x04 half an npz")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(dataset.archive.np, "savez", half_then_interrupt)
