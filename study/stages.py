@@ -7,6 +7,7 @@ the same configurations whatever the number of workers, and the budget is exact.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import optuna
@@ -19,6 +20,7 @@ from study.space import COARSE, NarrowRule, NotEnoughTrials, SearchSpace, narrow
 
 STAGES = ("coarse", "fine", "final")
 VERSION = "0.1.0"
+METRIC = "validation accuracy"  # what every trial returns (study/objective.py)
 
 
 def study_name(name: str, stage: str) -> str:
@@ -72,6 +74,9 @@ def _create(storage, name: str, attrs: dict, configs: list[dict], extra: list[di
                                  "choose another --name, or delete it")
         else:
             study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+            with warnings.catch_warnings():  # experimental since Optuna 3.2, unchanged since
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([METRIC])  # optuna-dashboard's label, not "Objective 0"
             for k, v in attrs.items():
                 study.set_user_attr(k, v)
         have = {t.user_attrs.get("draw") for t in study.get_trials(deepcopy=False)}

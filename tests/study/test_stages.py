@@ -62,6 +62,7 @@ def test_coarse_enqueues_exactly_n_and_is_idempotent(storage):
     assert [t.system_attrs["fixed_params"] for t in trials] == draw(COARSE, 7, seed=5)
     assert study.user_attrs["space"] == COARSE.to_dict() and study.user_attrs["data_hash"] == "sha256:abc"
     assert sorted(t.user_attrs["draw"] for t in trials) == list(range(7))
+    assert again.metric_names == ["validation accuracy"]  # optuna-dashboard's axis label
 
 
 def test_an_interrupted_enqueue_is_completed_not_duplicated(storage):
