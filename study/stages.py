@@ -1,9 +1,11 @@
 """Coarse -> fine -> final: create each study once and enqueue its configurations.
 
 One coordinator (`facehpo init`, `facehpo fine`, `facehpo final` or the pipeline)
-creates a study and enqueues all of its configurations as WAITING trials; workers only
-take them. The coarse draws come from a seeded RandomSampler, so the same seed gives
-the same configurations whatever the number of workers, and the budget is exact.
+creates a study and enqueues its first round of configurations as WAITING trials;
+workers only take them. With the default random sampler the first round is the whole
+budget, drawn by a seeded RandomSampler; a TPE or GP study's later rounds are drawn by
+the workers as each round ends (study/rounds.py). Either way the same seed gives the
+same configurations whatever the number of workers, and the budget is exact.
 """
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
+from study import rounds
 from study import storage as db
 from study.errors import SetupError
+from study.rounds import SAMPLERS, RoundPlan
 from study.results import ranked
 from study.space import COARSE, NarrowRule, NotEnoughTrials, SearchSpace, narrow
 
@@ -37,8 +41,14 @@ class StageConfig:
     epochs: int = 5
     seed: int = 0
     batch_size: int = 20
+    sampler: str | None = None     # random | tpe | gp; None: the existing study's, else random
+    round_size: int | None = None  # None: the existing study's, else rounds.default_round
 
     def __post_init__(self):
+        if self.sampler is not None and self.sampler not in SAMPLERS:
+            raise SetupError(f"unknown sampler {self.sampler!r}: choose {', '.join(SAMPLERS)}")
+        if self.round_size is not None and self.round_size < 1:
+            raise SetupError(f"round_size must be at least 1, got {self.round_size}")
         if self.model not in (1, 2):
             raise SetupError(f"unknown model {self.model}: choose 1 or 2")
         for field in ("trials", "epochs", "batch_size"):
@@ -60,15 +70,23 @@ def _data_attrs(meta: dict) -> dict:
     return {"data_hash": meta["content_hash"], "data_source": meta.get("source", "unknown")}
 
 
-def _create(storage, name: str, attrs: dict, configs: list[dict], extra: list[dict]) -> optuna.Study:
-    """Create `name` with `attrs` and enqueue `configs` (with per-config user attrs
-    `extra`), once: re-running finishes an interrupted enqueue and changes nothing else;
-    a study of that name with other settings is refused."""
+_PLAN_KEYS = ("sampler", "round_size", "startup", "fixed", "init_seed")
+
+
+def _create(storage, name: str, attrs: dict, configs: list[dict], extra: list[dict],
+            plan: RoundPlan | None = None) -> optuna.Study:
+    """Create `name` with `attrs`, enqueue the given `configs` (draws 0.., with per-config
+    user attrs `extra`), then `plan`'s first round (study/rounds.py), once: re-running
+    finishes an interrupted enqueue and changes nothing else; a study of that name with
+    other settings is refused."""
+    plan = plan or RoundPlan.make("random", len(configs), None, attrs.get("seed", 0), fixed=len(configs))
+    attrs = {**attrs, **plan.attrs()}
     with db.exclusive(storage, f"create:{name}"):
         if db.exists(storage, name):
             study = db.load(storage, name)
-            diff = [f"{k} {study.user_attrs.get(k)!r} != {v!r}" for k, v in attrs.items()
-                    if k != "facehpo_version" and study.user_attrs.get(k) != v]
+            had = {**study.user_attrs, **RoundPlan.from_attrs(study.user_attrs).attrs()}
+            diff = [f"{k} {had.get(k)!r} != {v!r}" for k, v in attrs.items()
+                    if k != "facehpo_version" and had.get(k) != v]
             if diff:
                 raise SetupError(f"study {name!r} exists with other settings ({'; '.join(diff)}): "
                                  "choose another --name, or delete it")
@@ -82,8 +100,20 @@ def _create(storage, name: str, attrs: dict, configs: list[dict], extra: list[di
         have = {t.user_attrs.get("draw") for t in study.get_trials(deepcopy=False)}
         for i, (params, more) in enumerate(zip(configs, extra)):
             if i not in have:
-                study.enqueue_trial(params, user_attrs={"draw": i, **more})
+                study.enqueue_trial(params, user_attrs={"draw": i, "round": 0, **more})
+    rounds.advance(storage, study)  # round 0; a random study's whole budget
     return study
+
+
+def _plan(storage, name: str, cfg: StageConfig, n: int, fixed: int = 0,
+          init_seed: int | None = None) -> RoundPlan:
+    """cfg's sampler and round size; left out (None), the existing study's."""
+    sampler, size = cfg.sampler, cfg.round_size
+    if (sampler is None or size is None) and db.exists(storage, name):
+        had = RoundPlan.from_attrs(db.load(storage, name).user_attrs)
+        if sampler in (None, had.sampler):
+            sampler, size = had.sampler, size or had.round_size
+    return RoundPlan.make(sampler or "random", n, size, cfg.seed, fixed, init_seed)
 
 
 def _seeds(seed: int, n: int) -> list[dict]:
@@ -95,17 +125,22 @@ def create_coarse(storage, cfg: StageConfig, data_meta: dict) -> optuna.Study:
     attrs = {"stage": "coarse", "model": cfg.model, "epochs": cfg.epochs, "n_trials": cfg.trials,
              "batch_size": cfg.batch_size, "seed": cfg.seed, "space": space.to_dict(),
              **_data_attrs(data_meta), "facehpo_version": VERSION}
-    configs = draw(space, cfg.trials, cfg.seed)
-    return _create(storage, study_name(cfg.name, "coarse"), attrs, configs, _seeds(cfg.seed, cfg.trials))
+    name = study_name(cfg.name, "coarse")
+    return _create(storage, name, attrs, [], [], _plan(storage, name, cfg, cfg.trials))
 
 
 def _finished_parent(storage, name: str) -> optuna.Study:
     parent = db.load(storage, name)
-    busy = [t.number for t in parent.get_trials(deepcopy=False)
-            if t.state in (TrialState.WAITING, TrialState.RUNNING)]
+    trials = parent.get_trials(deepcopy=False)
+    busy = [t.number for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)]
     if busy:
         raise SetupError(f"study {name!r} still has {len(busy)} unfinished trials "
                          f"(e.g. {busy[:5]}): let its workers finish first")
+    plan = RoundPlan.from_attrs(parent.user_attrs)
+    if not rounds.all_drawn(plan, trials):
+        left = plan.n_trials - len(rounds.latest(trials))
+        raise SetupError(f"study {name!r} still has {left} of its {plan.n_trials} trials to draw "
+                         f"({plan.sampler}, rounds of {plan.round_size}): run a worker on it first")
     return parent
 
 
@@ -124,10 +159,11 @@ def create_fine(storage, cfg: StageConfig, rule: NarrowRule = NarrowRule()) -> o
              "parent": parent.study_name, "k": rule.k, "rule": rule.name,
              "data_hash": pa["data_hash"], "data_source": pa["data_source"], "facehpo_version": VERSION}
     best = top[0]
-    configs = [dict(best.params)] + draw(space, cfg.trials, cfg.seed)
     extra = [{"seed": best.user_attrs.get("seed", cfg.seed), "source_study": parent.study_name,
-              "source_trial": best.number}] + _seeds(cfg.seed + 1, cfg.trials)
-    return _create(storage, study_name(cfg.name, "fine"), attrs, configs, extra)
+              "source_trial": best.number}]
+    name = study_name(cfg.name, "fine")
+    plan = _plan(storage, name, cfg, cfg.trials + 1, fixed=1, init_seed=cfg.seed + 1)
+    return _create(storage, name, attrs, [dict(best.params)], extra, plan)
 
 
 def create_final(storage, name: str, epochs: int = 50) -> optuna.Study:
