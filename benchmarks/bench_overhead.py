@@ -27,20 +27,22 @@ import _common as c
 
 def _pieces(crops) -> dict[str, float]:
     """Median seconds of the per-trial work outside the epochs, timed alone."""
-    from dataset.pipeline import datasets
+    from dataset.pipeline import normalized
     from model import compiled
     from model.cnn import ModelConfig
-    from model.train import seed_run
+    from model.train import epoch_order, reset_pack
 
-    times: dict[str, list[float]] = {"datasets()": [], "kept_model() reset": []}
+    times: dict[str, list[float]] = {"epoch order + gather": [], "kept pack reset": []}
+    x, y = normalized(crops, "train")
+    steps = -(-len(y) // 20)
     for seed in range(4):
-        seed_run(seed)
         t = time.perf_counter()
-        train_ds, _ = datasets(crops, 20, seed)
-        times["datasets()"].append(time.perf_counter() - t)
-        t = time.perf_counter()  # a fresh build of the seed's weights copied in, Adam zeroed
-        compiled.kept_model(ModelConfig(), int(train_ds.cardinality()))
-        times["kept_model() reset"].append(time.perf_counter() - t)
+        order = epoch_order(0, seed + 1, len(y))
+        x[order], y[order]
+        times["epoch order + gather"].append(time.perf_counter() - t)
+        t = time.perf_counter()  # the seed's initial weights, L2 factor, dropout seed; Adam zeroed
+        reset_pack(compiled.kept_pack(1, 1, 0.25, steps), [(ModelConfig(), seed)])
+        times["kept pack reset"].append(time.perf_counter() - t)
     return {k: c.median(v[1:]) for k, v in times.items()}  # the first may build and compile
 
 

@@ -1,48 +1,56 @@
-"""Fit and evaluate the CNN; results come back as plain frozen objects.
+"""Fit and evaluate the CNN, K trials at a time; results come back as plain frozen objects.
 
-A failure of the run itself (loss became NaN or infinite, out of memory) is not
-raised: it comes back as a TrainResult with `fail_reason`, so a worker marks that
-trial failed and goes on. Exceptions raised by the caller's callbacks (e.g.
-optuna.TrialPruned from the study layer's pruning callback) pass through unchanged.
+One trainer: `train_pack` trains K configurations as one packed model
+(model/packed.py); `train` and `train_model` are the same run with K = 1. A failure of
+one trial's run (its loss became NaN or infinite) is not raised: that slice is stopped
+at the end of the epoch and its TrainResult carries `fail_reason`; the other slices go
+on, bit for bit as before. Out of memory fails every slice of the pack. Exceptions
+raised by the caller's `on_epoch` hook (a signal, a lost database) pass through.
 
-Reproducibility: `seed_run(seed)` seeds weights, dropout and the shuffle. On the
-2-core CPU two runs with the same seed give identical
-histories (tests/model checks it on tiny data; 2 epochs on 1,600 crops, both
-models, also matched), so `tf.config.experimental.enable_op_determinism()` is
-not used: here it changed nothing (4.0 vs 4.1 CPU-s/epoch), on GPU it costs speed
-and rejects ops without a deterministic kernel. GPU runs may differ run to run.
+Seeding (changed with packing; histories of earlier runs changed once):
+- the data order of epoch e is NumPy's permutation from (TrainConfig.data_seed, e):
+  the study's seed, the same for every trial of the study;
+- a trial's initial weights come from NumPy's PCG64 seeded with (trial seed, layer),
+  its dropout masks from a Keras SeedGenerator seeded with the trial seed;
+so a trial's history is the same alone or in a pack of any size (to floating-point
+noise: conv1's K x 32 filters may sum in another order), and the model is fed from
+NumPy under TensorFlow or JAX. On the 2-core CPU two runs with the same seeds give
+identical histories (tests/model); op determinism is not enabled (it cost speed on GPU
+and rejects ops without a deterministic kernel), so GPU runs may differ run to run.
 """
 from __future__ import annotations
 
-import gc
-import logging
 import math
-import random
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
-import tensorflow as tf
 import keras
 
 from dataset.archive import CropSet
-from dataset.pipeline import datasets, normalized, split_dataset
-from model import compiled, device
-from model.cnn import ModelConfig, build_model
+from dataset.pipeline import normalized
+from model import compiled
+from model.cnn import ModelConfig
 from model.errors import ModelError
+from model.packed import extract, initial_slice, reset_optimizer, slice_ce_acc, stop_slice
 from model.saving import inference_model, load_model, save_model
 
 __all__ = ["EpochMetrics", "EvalResult", "ModelError", "TrainConfig", "TrainResult",
-           "evaluate", "inference_model", "load_model", "save_model", "train", "train_model"]
+           "evaluate", "inference_model", "load_model", "save_model", "train", "train_model",
+           "train_pack"]
+
+OnEpoch = Callable[[int, list], Iterable[int]]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 5
     batch_size: int = 20
-    seed: int = 0
-    progress: bool = False   # one line per epoch on stderr
+    seed: int = 0            # the trial's seed (weights, dropout) in train / train_model
+    progress: bool = False   # one line per epoch (and slice) on stderr
+    data_seed: int = 0       # the study's seed: the data order of every epoch
 
     def __post_init__(self):
         if not (isinstance(self.epochs, int) and self.epochs >= 1):
@@ -68,8 +76,9 @@ class EpochMetrics:
 class TrainResult:
     history: tuple[EpochMetrics, ...]  # completed epochs only
     fail_reason: str | None
-    seconds: float
+    seconds: float         # the whole pack's wall time
     device: str
+    pruned: bool = False   # stopped by the caller's on_epoch hook
 
     @property
     def ok(self) -> bool:
@@ -86,7 +95,8 @@ class TrainResult:
     def to_dict(self) -> dict:
         return {"history": [m.to_dict() for m in self.history], "fail_reason": self.fail_reason,
                 "seconds": self.seconds, "device": self.device, "epochs": len(self.history),
-                "val_accuracy": self.val_accuracy, "val_loss": self.val_loss}
+                "val_accuracy": self.val_accuracy, "val_loss": self.val_loss,
+                "pruned": self.pruned}
 
 
 @dataclass(frozen=True)
@@ -105,161 +115,137 @@ class EvalResult:
                 "confusion": [list(r) for r in self.confusion]}
 
 
-class _RetraceNoise(logging.Filter):
-    """Every trial builds a new model, so TensorFlow's 'triggered tf.function retracing'
-    warning fires on every trial after the fifth; it says nothing about this run."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "triggered tf.function retracing" not in record.getMessage()
-
-
-tf.get_logger().addFilter(_RetraceNoise())
-
-
-class _NonFinite(Exception):
-    """Raised inside fit by _Recorder; becomes a fail_reason, never leaves this module."""
-
-
-class _Recorder(keras.callbacks.Callback):
-    """Per-epoch metrics, the NaN / inf check and the progress line.
-
-    Only epoch hooks: a batch hook would make Keras sync on every step. Placed first
-    in the callback list, so a non-finite epoch stops before other callbacks see it.
-    """
-
-    def __init__(self, epochs: int, progress: bool):
-        super().__init__()
-        self.epochs, self.progress = epochs, progress
-        self.history: list[EpochMetrics] = []
-        self._start = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        values = {k: float(logs.get(k, math.nan))
-                  for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
-        for key in ("loss", "val_loss"):
-            if not math.isfinite(values[key]):
-                word = "nan" if math.isnan(values[key]) else "infinite"
-                raise _NonFinite(f"{key} became {word} in epoch {epoch + 1}")
-        m = EpochMetrics(epoch + 1, **values, seconds=time.perf_counter() - self._start)
-        self.history.append(m)
-        if self.progress:
-            print(f"epoch {m.epoch}/{self.epochs}  loss {m.loss:.4f}  acc {m.accuracy:.4f}  "
-                  f"val_loss {m.val_loss:.4f}  val_acc {m.val_accuracy:.4f}  {m.seconds:.1f}s",
-                  file=sys.stderr, flush=True)
-
-
-def _clear_session() -> None:
-    """keras.backend.clear_session, keeping the dtype policy it resets to float32 (a
-    mixed-precision policy set by model.device would otherwise last one trial). It
-    runs gc.collect() itself: a second collection cost 0.2-0.6 s a trial."""
-    policy = keras.mixed_precision.global_policy()
-    keras.backend.clear_session()
-    keras.mixed_precision.set_global_policy(policy)
-
-
 def train(crops: CropSet, model_cfg: ModelConfig, train_cfg: TrainConfig,
-          callbacks=()) -> TrainResult:
-    """Train one configuration on the process's kept compiled model (model/compiled.py:
-    no graph tracing after the first run); the trained model is not returned."""
-    return _fit(crops, model_cfg, train_cfg, callbacks, keep=True)[0]
+          on_epoch: OnEpoch | None = None) -> TrainResult:
+    """One configuration (seed train_cfg.seed): `train_pack` with K = 1."""
+    return train_pack(crops, [(model_cfg, train_cfg.seed)], train_cfg, on_epoch)[0]
 
 
 def train_model(crops: CropSet, model_cfg: ModelConfig, train_cfg: TrainConfig,
-                callbacks=()) -> tuple[TrainResult, keras.Model | None]:
-    """(result, trained model) on a model of its own; the model is None when the run failed.
-
-    `callbacks` are extra Keras callbacks, run after the metrics recorder.
-    """
-    return _fit(crops, model_cfg, train_cfg, callbacks, keep=False)
-
-
-def _fit(crops: CropSet, model_cfg: ModelConfig, train_cfg: TrainConfig, callbacks,
-         keep: bool) -> tuple[TrainResult, keras.Model | None]:
-    # One TensorFlow call per epoch (and per validation pass) instead of one per batch:
-    # the same histories, ~5 % less CPU per epoch (benchmarks/bench_train.py).
-    n_train = len(normalized(crops, "train")[1])  # cached: crops.part would copy the split
-    steps = max(1, math.ceil(n_train / train_cfg.batch_size))
-    if not (keep and compiled.fits(model_cfg, steps)):
-        compiled.forget()
-        _new_session()
-    registered = _gradient_names()
-    seed_run(train_cfg.seed)
-    start = time.perf_counter()
-    recorder = _Recorder(train_cfg.epochs, train_cfg.progress)
-    model, fail = None, None
-    try:
-        train_ds, val_ds = datasets(crops, train_cfg.batch_size, train_cfg.seed)
-        model = (compiled.kept_model(model_cfg, steps) if keep
-                 else build_model(model_cfg, steps_per_execution=steps))
-        model.fit(train_ds, validation_data=val_ds, epochs=train_cfg.epochs, verbose=0,
-                  shuffle=False, callbacks=[recorder, *callbacks])
-    except _NonFinite as e:  # the kept model's variables are all reset before its next run
-        fail = str(e)
-    except tf.errors.ResourceExhaustedError as e:
-        fail = "out of memory: " + (str(e.message).strip().splitlines() or ["?"])[0]
-        compiled.forget()
-    finally:
-        _stale_gradients.update(_gradient_names() - registered)
-    if fail is not None:
-        model = None
-        if not compiled.fits(model_cfg, steps):  # a model of its own, or the kept one after OOM
-            _clear_session()
-    result = TrainResult(tuple(recorder.history), fail,
-                         time.perf_counter() - start, device.describe())
-    return result, (None if keep else model)
+                on_epoch: OnEpoch | None = None) -> tuple[TrainResult, keras.Model | None]:
+    """(result, the trained plain model), the model None when the run failed. The model is
+    the report's network (model/cnn.py) taken out of the K = 1 pack, taking normalized input."""
+    results, pack = _run(crops, [(model_cfg, train_cfg.seed)], train_cfg, on_epoch)
+    ok = results[0].ok and not results[0].pruned
+    return results[0], (extract(pack, 0, model_cfg) if ok else None)
 
 
-TF_GLOBAL_SEED = 0
+def train_pack(crops: CropSet, members: Sequence[tuple[ModelConfig, int]], train_cfg: TrainConfig,
+               on_epoch: OnEpoch | None = None, conv: str = "auto") -> list[TrainResult]:
+    """Train K = len(members) (config, trial seed) pairs together, one result each.
+
+    The configs must share variant and dropout (they fix the graph); lr and reg are per
+    slice. `on_epoch(epoch, metrics)` is called after every epoch with one EpochMetrics
+    per slot (None for a slot already stopped) and returns the slots to stop as pruned.
+    epochs, batch size and data_seed come from `train_cfg` (its `seed` is unused here)."""
+    return _run(crops, members, train_cfg, on_epoch, conv)[0]
 
 
-def seed_run(seed: int) -> None:
-    """Seed one run. Keras draws every weight initializer's and dropout layer's seed
-    from Python's `random`, so seeding Python (and NumPy) fixes the model; the tf.data
-    shuffle takes `seed` as its op seed. TensorFlow's global seed stays at
-    TF_GLOBAL_SEED: setting it (as keras.utils.set_random_seed does) clears
-    TensorFlow's kernel cache, which cost every trial's first epoch 0.2-0.3 s."""
-    random.seed(seed)
-    np.random.seed(seed)
-    if tf.compat.v1.random.get_seed(1)[0] != TF_GLOBAL_SEED:  # unset, or changed by others
-        tf.random.set_seed(TF_GLOBAL_SEED)
+def _run(crops, members, train_cfg: TrainConfig, on_epoch, conv: str = "auto"):
+    cfgs = [m for m, _ in members]
+    if not cfgs:
+        raise ValueError("a pack needs at least one configuration")
+    if len({(c.variant, c.dropout) for c in cfgs}) > 1:
+        raise ValueError("a pack's configurations must share variant and dropout")
+    k, start = len(cfgs), time.perf_counter()
+    x, y = normalized(crops, "train")
+    xv, yv = normalized(crops, "val")
+    steps = max(1, math.ceil(len(y) / train_cfg.batch_size))
+    pack = reset_pack(compiled.kept_pack(k, cfgs[0].variant, cfgs[0].dropout, steps, conv), members)
+    hist: list[list[EpochMetrics]] = [[] for _ in cfgs]
+    fail: list[str | None] = [None] * k
+    pruned = [False] * k
+    live = set(range(k))
+    for epoch in range(1, train_cfg.epochs + 1):
+        t0 = time.perf_counter()
+        order = epoch_order(train_cfg.data_seed, epoch, len(y))
+        try:
+            pack.fit(x[order], y[order], batch_size=train_cfg.batch_size, epochs=1,
+                     shuffle=False, verbose=0)
+            probs = pack.predict(xv, batch_size=max(train_cfg.batch_size, 200), verbose=0)
+        except Exception as e:
+            if not _out_of_memory(e):
+                raise
+            compiled.forget()
+            reason = "out of memory: " + (str(e).strip().splitlines() or ["?"])[0]
+            fail = [fail[i] or (reason if i in live else None) for i in range(k)]
+            live = set()
+            break
+        penalty = keras.ops.convert_to_numpy(pack.reg * pack.penalty())
+        loss = keras.ops.convert_to_numpy(pack.train_ce.result()) + penalty
+        acc = keras.ops.convert_to_numpy(pack.train_acc.result())
+        vce, vcorrect = (keras.ops.convert_to_numpy(a) for a in slice_ce_acc(yv, probs))
+        val_loss, val_acc = vce.mean(axis=0) + penalty, vcorrect.mean(axis=0)
+        seconds = time.perf_counter() - t0
+        shown: list[EpochMetrics | None] = [None] * k
+        for i in sorted(live):
+            bad = next((f"{name} became {'nan' if math.isnan(v) else 'infinite'} in epoch {epoch}"
+                        for name, v in (("loss", loss[i]), ("val_loss", val_loss[i]))
+                        if not math.isfinite(v)), None)
+            if bad:
+                fail[i] = bad
+                continue
+            shown[i] = EpochMetrics(epoch, float(loss[i]), float(acc[i]), float(val_loss[i]),
+                                    float(val_acc[i]), seconds)
+            hist[i].append(shown[i])
+        stop = {i for i in live if fail[i]}
+        if on_epoch is not None:
+            prune = {int(i) for i in on_epoch(epoch, shown)} & (live - stop)
+            for i in prune:
+                pruned[i] = True
+            stop |= prune
+        for i in stop:
+            stop_slice(pack, i)
+        live -= stop
+        if train_cfg.progress:
+            _progress(epoch, train_cfg.epochs, shown, fail, pruned, stop, k)
+        if not live:
+            break
+    seconds, where = time.perf_counter() - start, describe_device()
+    results = [TrainResult(tuple(h), f, seconds, where, p) for h, f, p in zip(hist, fail, pruned)]
+    return results, pack
 
 
-def _new_session() -> None:
-    """Drop earlier runs' graphs and weights (and their gradient registrations)."""
-    _drop_gradients(_stale_gradients)
-    _clear_session()
-    # What survived that collection lives on (modules, caches, the crops): freeze it out of
-    # later collections, which then scan only this trial's objects (0.14 -> 0.03 s a trial).
-    gc.freeze()
+def reset_pack(pack, members: Sequence[tuple[ModelConfig, int]]):
+    """`pack` as a new one would start `members`: every slice's initial weights, L2 factor
+    and dropout seed from its (config, seed); Adam's state zeroed, the slices' lrs set."""
+    pack.load([initial_slice(c.variant, seed) for c, seed in members],
+              [c.reg for c, _ in members], [seed for _, seed in members])
+    reset_optimizer(pack, [c.lr for c, _ in members])
+    return pack
 
 
-# TensorFlow registers a gradient function in a global registry each time a
-# tf.custom_gradient is traced (Keras traces two per model) and never removes it;
-# each entry pins its whole training graph: +15 MB per trial measured on Model 1.
-# The next run forgets the entries the previous runs added (private TensorFlow
-# API: if it moves, this does nothing and only the leak remains).
-_stale_gradients: set[str] = set()
+def epoch_order(data_seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order of the training crops in `epoch` (1-based): the study's seed and the
+    epoch decide it, never the trial, so every slice of every pack sees the same batches."""
+    return np.random.default_rng([data_seed % 2 ** 63, epoch]).permutation(n)
 
 
-def _registry() -> dict:
-    from tensorflow.python.framework import ops
-
-    return getattr(getattr(ops, "_gradient_registry", None), "_registry", {})
+def _out_of_memory(e: Exception) -> bool:
+    return type(e).__name__ == "ResourceExhaustedError" or "RESOURCE_EXHAUSTED" in str(e)
 
 
-def _gradient_names() -> set[str]:
-    return {k for k in _registry() if k.startswith("CustomGradient-")}
+def _progress(epoch, epochs, shown, fail, pruned, stop, k) -> None:
+    for i, m in enumerate(shown):
+        tag = f"[slot {i}] " if k > 1 else ""
+        if m is not None:
+            print(f"{tag}epoch {m.epoch}/{epochs}  loss {m.loss:.4f}  acc {m.accuracy:.4f}  "
+                  f"val_loss {m.val_loss:.4f}  val_acc {m.val_accuracy:.4f}  {m.seconds:.1f}s"
+                  + ("  pruned" if pruned[i] and i in stop else ""), file=sys.stderr, flush=True)
+        elif i in stop and fail[i]:
+            print(f"{tag}epoch {epoch}/{epochs}  failed: {fail[i]}", file=sys.stderr, flush=True)
 
 
-def _drop_gradients(names: set[str]) -> None:
-    registry = _registry()
-    for name in names:
-        registry.pop(name, None)
-    names.clear()
+def describe_device() -> str:
+    """"CPU" or the accelerator, under either backend."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        d = jax.devices()[0]
+        return "CPU" if d.platform == "cpu" else f"{d.platform.upper()}:{d.id} {d.device_kind}"
+    from model import device
+
+    return device.describe()
 
 
 def evaluate(model: keras.Model, crops: CropSet, split: str = "test", *,
@@ -269,9 +255,12 @@ def evaluate(model: keras.Model, crops: CropSet, split: str = "test", *,
     `model` takes normalized input (as returned by `train_model`); pass
     raw_pixels=True for a saved / inference model that normalizes itself.
     """
-    _, y = crops.part(split)
-    ds = split_dataset(crops, split, batch_size, normalize=not raw_pixels)
-    probs = model.predict(ds, verbose=0)  # (n, 2) float32
+    if raw_pixels:
+        x, y = crops.part(split)
+        x = x.astype(np.float32)
+    else:
+        x, y = normalized(crops, split)
+    probs = model.predict(x, batch_size=batch_size, verbose=0)  # (n, 2) float32
     y = y.astype(np.int64)
     pred = probs.argmax(axis=1)
     confusion = tuple(tuple(int(((y == t) & (pred == p)).sum()) for p in (0, 1))

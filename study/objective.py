@@ -37,12 +37,13 @@ class ObjectiveConfig:
     out_dir: Path         # where the final stage writes its model, plots and JSON
     pruning: bool = True  # report per-epoch val accuracy (and prune if the pruner says so)
     progress: bool = False
+    seed: int = 0         # the study's seed: the data order of every epoch, the same for all trials
 
     @classmethod
     def from_study(cls, attrs: dict, out_dir: Path, progress: bool = False) -> "ObjectiveConfig":
         return cls(stage=attrs["stage"], model=int(attrs["model"]), epochs=int(attrs["epochs"]),
                    batch_size=int(attrs["batch_size"]), space=attrs["space"], out_dir=out_dir,
-                   progress=progress)
+                   progress=progress, seed=int(attrs.get("seed", 0)))
 
 
 class Objective:
@@ -66,19 +67,21 @@ class Objective:
                            ("device", self.info.device), ("epochs", self.cfg.epochs)):
             trial.set_user_attr(key, value)
 
-        from optuna_integration.keras import KerasPruningCallback
+        import optuna
 
         from model.cnn import ModelConfig
         from model.train import TrainConfig, train, train_model
 
-        callbacks = [KerasPruningCallback(trial, "val_accuracy")] if self.cfg.pruning else []
         args = (self.crops, ModelConfig(variant=self.cfg.model, lr=lr, reg=reg),
                 TrainConfig(epochs=self.cfg.epochs, batch_size=self.cfg.batch_size, seed=seed,
-                            progress=self.cfg.progress), callbacks)
-        # search trials run on the worker's kept compiled model (no graph tracing after the
-        # first trial); the final one trains a model of its own, which it saves
+                            progress=self.cfg.progress, data_seed=self.cfg.seed),
+                pruning_hook([trial]) if self.cfg.pruning else None)
+        # every trial runs on the worker's kept compiled model (no graph tracing after the
+        # first); the final one takes its trained network out of it, to save
         result, model = train_model(*args) if self.cfg.stage == "final" else (train(*args), None)
         trial.set_user_attr("history", result.to_dict()["history"])
+        if result.pruned:
+            raise optuna.TrialPruned(f"pruned at epoch {len(result.history)}")
         if not result.ok:
             trial.set_user_attr("fail_reason", result.fail_reason)
             raise TrialFailed(result.fail_reason)
@@ -102,3 +105,18 @@ class Objective:
             publish_final_artifacts(trial.study, trial._trial_id, [Path(f) for f in files],
                                     artifact_dir(self.cfg.out_dir.parent))
         return result.val_accuracy
+
+
+def pruning_hook(trials: list):
+    """model.train's on_epoch hook for these trials (one per slot): report each slot's
+    val accuracy at step epoch - 1 (as Optuna's Keras callback did) and return the slots
+    whose trial the pruner prunes."""
+    def hook(epoch: int, shown: list) -> set[int]:
+        prune = set()
+        for slot, (trial, m) in enumerate(zip(trials, shown)):
+            if m is not None:
+                trial.report(m.val_accuracy, epoch - 1)
+                if trial.should_prune():
+                    prune.add(slot)
+        return prune
+    return hook

@@ -1,17 +1,15 @@
-"""model/train.py on a tiny synthetic crop file: results, failures, callbacks, determinism."""
+"""model/train.py on a tiny synthetic crop file: results, failures, the epoch hook, determinism."""
 from __future__ import annotations
 
 import math
 import re
 
-import keras
-import optuna
 import pytest
 import tensorflow as tf
-from optuna_integration.keras import KerasPruningCallback
 
 from model.cnn import ModelConfig
-from model.train import TrainConfig, TrainResult, train, train_model
+from model.packed import PackedCNN
+from model.train import TrainConfig, TrainResult, train, train_model, train_pack
 
 ONE = TrainConfig(epochs=1, batch_size=8)
 
@@ -20,13 +18,11 @@ class Boom(Exception):
     pass
 
 
-class RaiseAt(keras.callbacks.Callback):
-    def __init__(self, error: Exception):
-        super().__init__()
-        self.error = error
-
-    def on_epoch_end(self, epoch, logs=None):
-        raise self.error
+def raise_at(error: Exception):
+    """An on_epoch hook that raises `error` at the end of the first epoch."""
+    def hook(epoch, shown):
+        raise error
+    return hook
 
 
 def metrics(result: TrainResult):
@@ -47,7 +43,7 @@ def test_one_epoch_gives_finite_metrics_and_progress(tiny_crops, capsys):
     assert d["history"][0] == {"epoch": 1, "loss": m.loss, "accuracy": m.accuracy,
                                "val_loss": m.val_loss, "val_accuracy": m.val_accuracy,
                                "seconds": m.seconds}
-    assert d["epochs"] == 1 and d["fail_reason"] is None
+    assert d["epochs"] == 1 and d["fail_reason"] is None and d["pruned"] is False
     err = capsys.readouterr().err
     assert re.search(r"^epoch 1/1  loss \d+\.\d+  acc \d\.\d+  val_loss \d+\.\d+  "
                      r"val_acc \d\.\d+  \d+\.\ds$", err, re.M), err
@@ -62,9 +58,11 @@ def test_quiet_without_progress(tiny_crops, capsys):
 @pytest.mark.parametrize("variant", [1, 2])
 def test_same_seed_same_history(tiny_crops, variant):
     cfg = ModelConfig(variant=variant, reg=1e-3)
-    runs = [train(tiny_crops, cfg, TrainConfig(epochs=2, batch_size=8, seed=s)) for s in (3, 3, 4)]
+    runs = [train(tiny_crops, cfg, TrainConfig(epochs=2, batch_size=8, seed=s, data_seed=d))
+            for s, d in ((3, 0), (3, 0), (4, 0), (3, 1))]
     assert metrics(runs[0]) == metrics(runs[1])
-    assert metrics(runs[0]) != metrics(runs[2])
+    assert metrics(runs[0]) != metrics(runs[2])  # another trial seed: other weights and masks
+    assert metrics(runs[0]) != metrics(runs[3])  # another study seed: another data order
 
 
 @pytest.mark.parametrize("cfg", [ModelConfig(lr=1e6), ModelConfig(variant=2, reg=1e30)])
@@ -76,26 +74,40 @@ def test_divergence_is_a_failed_result(tiny_crops, cfg):
     assert result.val_accuracy == (result.history[-1].val_accuracy if result.history else None)
 
 
-def test_callback_exceptions_pass_through(tiny_crops):
+def test_epoch_hook_exceptions_pass_through(tiny_crops):
     with pytest.raises(Boom):
-        train(tiny_crops, ModelConfig(), ONE, callbacks=[RaiseAt(Boom())])
+        train(tiny_crops, ModelConfig(), ONE, on_epoch=raise_at(Boom()))
 
 
-def test_optuna_pruning_propagates(tiny_crops):
-    study = optuna.create_study(direction="maximize",
-                                pruner=optuna.pruners.ThresholdPruner(lower=1.1))
-    trial = study.ask()
-    with pytest.raises(optuna.TrialPruned):
-        train(tiny_crops, ModelConfig(), ONE,
-              callbacks=[KerasPruningCallback(trial, "val_accuracy")])
-    assert list(trial.storage.get_trial(trial._trial_id).intermediate_values) == [0]
+def test_the_epoch_hook_sees_every_epoch_and_can_prune(tiny_crops):
+    seen = []
+
+    def hook(epoch, shown):
+        seen.append((epoch, [m.epoch for m in shown]))
+        return {0} if epoch == 2 else ()
+    result = train(tiny_crops, ModelConfig(), TrainConfig(epochs=3, batch_size=8), on_epoch=hook)
+    assert seen == [(1, [1]), (2, [2])]
+    assert result.pruned and result.ok and len(result.history) == 2
 
 
-def test_out_of_memory_is_a_failed_result(tiny_crops):
+def test_out_of_memory_is_a_failed_result(tiny_crops, monkeypatch):
+    from model import compiled
+
     oom = tf.errors.ResourceExhaustedError(
         None, None, "OOM when allocating tensor with shape[20,60,60,32]\nmore detail")
-    result = train(tiny_crops, ModelConfig(), ONE, callbacks=[RaiseAt(oom)])
-    assert result.fail_reason == "out of memory: OOM when allocating tensor with shape[20,60,60,32]"
+
+    def fit(self, *a, **kw):
+        raise oom
+    monkeypatch.setattr(PackedCNN, "fit", fit)
+    results = train_pack(tiny_crops, [(ModelConfig(), 1), (ModelConfig(), 2)], ONE)
+    assert [r.fail_reason for r in results] == 2 * [
+        "out of memory: OOM when allocating tensor with shape[20,60,60,32]"]
+    assert compiled.current() is None  # the next run builds a new model
+
+
+def test_a_pack_shares_variant_and_dropout(tiny_crops):
+    with pytest.raises(ValueError, match="share variant and dropout"):
+        train_pack(tiny_crops, [(ModelConfig(), 1), (ModelConfig(variant=2), 2)], ONE)
 
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -103,19 +115,3 @@ def test_out_of_memory_is_a_failed_result(tiny_crops):
 def test_bad_train_config(kwargs, words):
     with pytest.raises(ValueError, match=words):
         TrainConfig(**kwargs)
-
-
-def test_runs_do_not_pile_up_gradient_registrations(tiny_crops):
-    # each run's tf.custom_gradient entries pin its graph (~15 MB a trial) unless dropped
-    from model.train import _gradient_names
-
-    # (train_model: a new model each run; train's kept model traces once per process)
-    before = _gradient_names()  # other tests in this process may have traced models outside train
-    train_model(tiny_crops, ModelConfig(), ONE)
-    after_one = _gradient_names() - before
-    assert after_one, "TensorFlow's gradient registry moved: re-check the leak workaround"
-    train_model(tiny_crops, ModelConfig(variant=2), ONE)
-    train_model(tiny_crops, ModelConfig(), ONE)
-    now = _gradient_names() - before
-    assert len(now) <= len(after_one)
-    assert not after_one & now
