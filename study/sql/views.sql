@@ -18,6 +18,7 @@ CREATE VIEW facehpo_trials AS
 SELECT s.study_name AS study,
        JSON_TEXT(st.value_json) AS stage,
        t.number AS trial,
+       CAST(JSON_NUM(rn.value_json, '$') AS INTEGER) AS round,
        CAST(t.state AS VARCHAR(8)) AS state,
        v.value AS val_accuracy,
        JSON_NUM(vl.value_json, '$') AS val_loss,
@@ -38,6 +39,7 @@ LEFT JOIN trial_values v
        ON v.trial_id = t.trial_id AND v.objective = 0 AND v.value_type = 'FINITE'
 LEFT JOIN trial_params lr ON lr.trial_id = t.trial_id AND lr.param_name = 'lr'
 LEFT JOIN trial_params rg ON rg.trial_id = t.trial_id AND rg.param_name = 'reg'
+LEFT JOIN trial_user_attributes rn ON rn.trial_id = t.trial_id AND rn.key = 'round'
 LEFT JOIN trial_user_attributes vl ON vl.trial_id = t.trial_id AND vl.key = 'val_loss'
 LEFT JOIN trial_user_attributes ep ON ep.trial_id = t.trial_id AND ep.key = 'epochs'
 LEFT JOIN trial_user_attributes wk ON wk.trial_id = t.trial_id AND wk.key = 'worker'
@@ -68,6 +70,9 @@ SELECT s.study_name AS study,
        JSON_TEXT(pa.value_json) AS parent,
        CAST(JSON_NUM(k.value_json, '$') AS INTEGER) AS k,
        JSON_TEXT(ru.value_json) AS rule,
+       COALESCE(JSON_TEXT(sa.value_json), 'random') AS sampler,
+       CAST(JSON_NUM(rs.value_json, '$') AS INTEGER) AS round_size,
+       CAST(JSON_NUM(se.value_json, '$') AS BIGINT) AS seed,
        JSON_NUM(sp.value_json, '$.lr[0]') AS lr_low,
        JSON_NUM(sp.value_json, '$.lr[1]') AS lr_high,
        JSON_NUM(sp.value_json, '$.reg[0]') AS reg_low,
@@ -77,6 +82,9 @@ JOIN study_user_attributes st ON st.study_id = s.study_id AND st.key = 'stage'
 LEFT JOIN study_user_attributes pa ON pa.study_id = s.study_id AND pa.key = 'parent'
 LEFT JOIN study_user_attributes k ON k.study_id = s.study_id AND k.key = 'k'
 LEFT JOIN study_user_attributes ru ON ru.study_id = s.study_id AND ru.key = 'rule'
+LEFT JOIN study_user_attributes sa ON sa.study_id = s.study_id AND sa.key = 'sampler'
+LEFT JOIN study_user_attributes rs ON rs.study_id = s.study_id AND rs.key = 'round_size'
+LEFT JOIN study_user_attributes se ON se.study_id = s.study_id AND se.key = 'seed'
 LEFT JOIN study_user_attributes sp ON sp.study_id = s.study_id AND sp.key = 'space';
 
 -- Trial attributes source_study / source_trial, else the study's parent / source_trial.

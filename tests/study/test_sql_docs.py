@@ -80,9 +80,22 @@ def stage_percentiles(s):
 def lineage(s):
     return [{"study": st.study_name, "stage": stage, "parent": st.user_attrs.get("parent"),
              "k": st.user_attrs.get("k"), "rule": st.user_attrs.get("rule"),
+             "sampler": st.user_attrs.get("sampler", "random"),
+             "round_size": st.user_attrs.get("round_size"), "seed": st.user_attrs.get("seed"),
              **{f"{p}_{end}": st.user_attrs["space"][p][i]
                 for p in ("lr", "reg") for i, end in enumerate(("low", "high"))}}
             for stage, st in s.items()]
+
+
+def by_round(s):
+    out = {}
+    for t in s["fine"].trials:
+        r = out.setdefault(t.user_attrs["round"], {"trials": 0, "ended": 0, "best_acc": None})
+        r["trials"] += 1
+        r["ended"] += t.state in DONE
+        if t.state == TrialState.COMPLETE and finite(t.value) is not None:
+            r["best_acc"] = max(r["best_acc"] or t.value, t.value)
+    return [{"round": k, **v} for k, v in sorted(out.items())]
 
 
 def workers(s):
@@ -113,7 +126,7 @@ CHECKS = {"best_config": ("fine", best_config), "top10": ("coarse", top10),
           "failures": ("coarse", failures), "progress": (None, progress),
           "best_curve": ("fine", best_curve), "stage_summary": (None, stage_summary),
           "stage_percentiles": (None, stage_percentiles), "lineage": (None, lineage),
-          "workers": ("coarse", workers), "final_result": ("final", final_result)}
+          "workers": ("coarse", workers), "rounds": ("fine", by_round), "final_result": ("final", final_result)}
 
 
 def test_every_documented_query_is_checked():

@@ -33,7 +33,7 @@ def expected_trial(study: optuna.Study, t) -> dict:
     start, end = utc(t.datetime_start), utc(t.datetime_complete)
     duration = (end - start).total_seconds() if start and end else None
     return {"study": study.study_name, "stage": study.user_attrs["stage"], "trial": t.number,
-            "state": t.state.name, "val_accuracy": finite(t.value),
+            "round": a.get("round"), "state": t.state.name, "val_accuracy": finite(t.value),
             "val_loss": finite(a.get("val_loss")), "lr": t.params.get("lr"),
             "reg": t.params.get("reg"), "epochs": a.get("epochs"), "worker": a.get("worker"),
             "host": a.get("host"), "device": a.get("device"),
@@ -84,7 +84,8 @@ def test_lineage(views_engine):
                       s=study.study_name)
         assert got == {"study": study.study_name, "stage": stage, "parent": a.get("parent"),
                        "k": a.get("k"), "rule": a.get("rule"),
-                       "lr_low": a["space"]["lr"][0], "lr_high": a["space"]["lr"][1],
+                       "sampler": a.get("sampler", "random"), "round_size": a.get("round_size"),
+                       "seed": a.get("seed"), "lr_low": a["space"]["lr"][0], "lr_high": a["space"]["lr"][1],
                        "reg_low": a["space"]["reg"][0], "reg_high": a["space"]["reg"][1]}
 
 

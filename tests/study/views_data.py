@@ -67,11 +67,12 @@ def _train(study: optuna.Study, space: dict, i: int, acc: float | None = None,
     study.tell(trial, acc)
 
 
-def _enqueue(study: optuna.Study, space: dict, n: int, seed: int) -> None:
+def _enqueue(study: optuna.Study, space: dict, n: int, seed: int, round_size: int | None = None) -> None:
     rng = np.random.default_rng(seed)
-    for _ in range(n):
+    for i in range(n):
         study.enqueue_trial({k: float(10 ** rng.uniform(*np.log10(space[k])))
-                             for k in ("lr", "reg")})
+                             for k in ("lr", "reg")},
+                            user_attrs={"draw": i, "round": i // (round_size or n)})
 
 
 def build_run(storage, run: str = RUN) -> None:
@@ -85,8 +86,9 @@ def build_run(storage, run: str = RUN) -> None:
     coarse.ask()  # trial 15 stays RUNNING, trial 16 WAITING
 
     fine = _study(storage, n["fine"], {"stage": "fine", "space": FINE, "n_trials": 8,
-                                       "parent": n["coarse"], "k": 5, "rule": "top5-logspan"})
-    _enqueue(fine, FINE, 8, seed=2)
+                                       "parent": n["coarse"], "k": 5, "rule": "top5-logspan",
+                                       "sampler": "tpe", "round_size": 3, "seed": 2**40 + 7})
+    _enqueue(fine, FINE, 8, seed=2, round_size=3)  # rounds 0, 0, 0, 1, 1, 1, 2, 2
     ties = {2: {"acc": 0.97, "val_loss": 0.20}, 4: {"acc": 0.97, "val_loss": 0.15},
             6: {"acc": 0.97, "val_loss": 0.15}, 5: {"fail": REASONS[1]}}
     for i in range(8):
