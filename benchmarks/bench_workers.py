@@ -37,9 +37,6 @@ def _instant_factory():
         """facehpo's objective minus the training: suggest the two parameters, return."""
 
         def __call__(self, trial) -> float:
-            if self.on_start:
-                self.on_start()
-            self.current_trial_id = trial._trial_id
             lo_hi = self.cfg.space
             lr = trial.suggest_float("lr", *lo_hi["lr"], log=True)
             reg = trial.suggest_float("reg", *lo_hi["reg"], log=True)

@@ -23,16 +23,12 @@ def artifact_dir(out: str | Path) -> Path:
     return Path(out) / ARTIFACT_SUBDIR
 
 
-def publish_final_artifacts(study: optuna.Study, trial_id: int, files: Sequence[Path],
-                            artifact_dir: Path, note: str | None = None) -> list[str]:
-    """Upload `files` (PNG, CSV, JSON ...) as artifacts and save a Markdown note on trial
-    `trial_id` of `study` (by default `final_note` of the trial).
-
-    Call it while the trial is RUNNING (inside the objective, before returning): the files
-    are then the trial's artifacts. Optuna refuses to change a finished trial, so for a
-    finished one they become artifacts of the study (the final study has one trial).
-    Returns the artifact ids, in the order of `files`. A missing file is a SetupError,
-    raised before anything is uploaded.
+def publish_final_artifacts(trial: optuna.Trial, files: Sequence[Path], artifact_dir: Path,
+                            note: str | None = None) -> list[str]:
+    """Upload `files` (PNG, CSV, JSON ...) as artifacts of the RUNNING `trial` (Optuna's
+    live Trial, inside the objective) and save a Markdown note on it (by default
+    `final_note` of the trial). Returns the artifact ids, in the order of `files`. A
+    missing file is a SetupError, raised before anything is uploaded.
     """
     missing = [str(f) for f in files if not Path(f).is_file()]
     if missing:
@@ -40,17 +36,14 @@ def publish_final_artifacts(study: optuna.Study, trial_id: int, files: Sequence[
     artifact_dir = Path(artifact_dir)
     artifact_dir.mkdir(parents=True, exist_ok=True)
     store = FileSystemArtifactStore(str(artifact_dir))
-    storage = study._storage  # upload_artifact needs it for a FrozenTrial
-    trial = storage.get_trial(trial_id)
-    target = trial if trial.state == optuna.trial.TrialState.RUNNING else study
-    ids = [upload_artifact(artifact_store=store, file_path=str(f), study_or_trial=target,
-                           storage=storage) for f in files]
-    body = note if note is not None else final_note(trial, [Path(f).name for f in files])
-    _save_note(study, trial_id, body)
+    ids = [upload_artifact(artifact_store=store, file_path=str(f), study_or_trial=trial) for f in files]
+    from optuna_dashboard import save_note  # only the publishing path needs the dashboard
+
+    save_note(trial, note if note is not None else final_note(trial, [Path(f).name for f in files]))
     return ids
 
 
-def final_note(trial: optuna.trial.FrozenTrial, filenames: Sequence[str] = ()) -> str:
+def final_note(trial: "optuna.Trial | optuna.trial.FrozenTrial", filenames: Sequence[str] = ()) -> str:
     """Markdown: test accuracy and loss, the confusion matrix, where the configuration
     came from, and the figures attached (from the trial's user attributes, see design.md)."""
     a = trial.user_attrs
@@ -59,8 +52,9 @@ def final_note(trial: optuna.trial.FrozenTrial, filenames: Sequence[str] = ()) -
         lines.append(f"Configuration of trial {a.get('source_trial')} of `{a['source_study']}`: "
                      + ", ".join(f"{k} = {v:.3g}" for k, v in sorted(trial.params.items())))
         lines.append("")
-    if trial.value is not None:
-        lines.append(f"- validation accuracy: {trial.value:.4f}")
+    value = getattr(trial, "value", None)  # a running Trial has none yet
+    if value is not None:
+        lines.append(f"- validation accuracy: {value:.4f}")
     for key, label in (("test_accuracy", "test accuracy"), ("test_loss", "test loss")):
         if key in a:
             lines.append(f"- {label}: {a[key]:.4f}")
@@ -71,9 +65,3 @@ def final_note(trial: optuna.trial.FrozenTrial, filenames: Sequence[str] = ()) -
     if filenames:
         lines += ["", "Figures (see Artifacts): " + ", ".join(f"`{n}`" for n in filenames)]
     return "\n".join(lines) + "\n"
-
-
-def _save_note(study: optuna.Study, trial_id: int, body: str) -> None:
-    from optuna_dashboard import save_note  # only the publishing path needs the dashboard
-
-    save_note(optuna.trial.Trial(study, trial_id), body)

@@ -1,4 +1,5 @@
-"""What the final stage leaves behind: test metrics, the saved model, plots and JSON.
+"""The final stage's trial and what it leaves behind: test metrics, the saved model,
+plots and JSON, and the figures published for optuna-dashboard.
 
 The test crops are used here once, after selection; never for choosing anything.
 """
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from dataset.atomic import atomic_write
 from study.errors import SetupError
+from study.objective import Objective
 
 
 def write_final(model, crops, result, config: dict, out_dir: Path) -> dict:
@@ -47,3 +49,34 @@ def _write_json(path: Path, data: dict) -> None:
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
     except OSError as e:
         raise SetupError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+class FinalObjective(Objective):
+    """The final stage's one trial: a model of its own (saved, unlike the kept model of
+    search trials), tested once, its files written and published while the trial runs."""
+
+    def fit(self, crops, model_cfg, train_cfg, on_epoch):
+        """The trained network is taken out of the kept pack, to save."""
+        from model.train import train_model
+
+        return train_model(crops, model_cfg, train_cfg, on_epoch)
+
+    def finish(self, trial, result, model, chosen: dict) -> None:
+        from study.artifacts import artifact_dir, publish_final_artifacts
+
+        config = {"model": self.cfg.model, "lr": chosen["lr"], "reg": chosen["reg"],
+                  "epochs": self.cfg.epochs, "batch_size": self.cfg.batch_size, "seed": chosen["seed"],
+                  "source_study": trial.user_attrs.get("source_study"),
+                  "source_trial": trial.user_attrs.get("source_trial"),
+                  "data_hash": self.crops.content_hash, "data_source": self.crops.meta.get("source")}
+        outputs = write_final(model, self.crops, result, config, self.cfg.out_dir)
+        files = outputs.pop("files")
+        for key, value in outputs.items():
+            trial.set_user_attr(key, value)
+        # the figures, viewable in optuna-dashboard started with --artifact-dir OUT/artifacts
+        publish_final_artifacts(trial, [Path(f) for f in files], artifact_dir(self.cfg.out_dir.parent))
+
+
+def objective_class(stage: str) -> type[Objective]:
+    return FinalObjective if stage == "final" else Objective
+

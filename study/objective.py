@@ -7,7 +7,6 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from study.errors import TrialFailed
 from study.space import SearchSpace
@@ -47,18 +46,14 @@ class ObjectiveConfig:
 
 
 class Objective:
-    """Callable for `study.optimize`. `on_start` runs first (on SQLite the worker releases
-    its claim lock there)."""
+    """Callable for each search trial: suggest, train on the worker's kept compiled model
+    (no graph tracing after the first trial), record, return the validation accuracy.
+    The final stage's trial is study/final.py's FinalObjective."""
 
-    def __init__(self, crops, cfg: ObjectiveConfig, info: WorkerInfo,
-                 on_start: Callable[[], None] | None = None):
-        self.crops, self.cfg, self.info, self.on_start = crops, cfg, info, on_start
-        self.current_trial_id: int | None = None
+    def __init__(self, crops, cfg: ObjectiveConfig, info: WorkerInfo):
+        self.crops, self.cfg, self.info = crops, cfg, info
 
     def __call__(self, trial) -> float:
-        if self.on_start:
-            self.on_start()
-        self.current_trial_id = trial._trial_id
         dists = SearchSpace.from_dict(self.cfg.space).distributions()
         lr = trial.suggest_float("lr", dists["lr"].low, dists["lr"].high, log=True)
         reg = trial.suggest_float("reg", dists["reg"].low, dists["reg"].high, log=True)
@@ -70,15 +65,13 @@ class Objective:
         import optuna
 
         from model.cnn import ModelConfig
-        from model.train import TrainConfig, train, train_model
+        from model.train import TrainConfig
 
-        args = (self.crops, ModelConfig(variant=self.cfg.model, lr=lr, reg=reg),
-                TrainConfig(epochs=self.cfg.epochs, batch_size=self.cfg.batch_size, seed=seed,
-                            progress=self.cfg.progress, data_seed=self.cfg.seed),
-                pruning_hook([trial]) if self.cfg.pruning else None)
-        # every trial runs on the worker's kept compiled model (no graph tracing after the
-        # first); the final one takes its trained network out of it, to save
-        result, model = train_model(*args) if self.cfg.stage == "final" else (train(*args), None)
+        result, model = self.fit(self.crops, ModelConfig(variant=self.cfg.model, lr=lr, reg=reg),
+                                 TrainConfig(epochs=self.cfg.epochs, batch_size=self.cfg.batch_size,
+                                             seed=seed, progress=self.cfg.progress,
+                                             data_seed=self.cfg.seed),
+                                 pruning_hook([trial]) if self.cfg.pruning else None)
         trial.set_user_attr("history", result.to_dict()["history"])
         if result.pruned:
             raise optuna.TrialPruned(f"pruned at epoch {len(result.history)}")
@@ -86,25 +79,18 @@ class Objective:
             trial.set_user_attr("fail_reason", result.fail_reason)
             raise TrialFailed(result.fail_reason)
         trial.set_user_attr("val_loss", result.val_loss)
-        if self.cfg.stage == "final":
-            from study.final import write_final
-
-            config = {"model": self.cfg.model, "lr": lr, "reg": reg, "epochs": self.cfg.epochs,
-                      "batch_size": self.cfg.batch_size, "seed": seed,
-                      "source_study": trial.user_attrs.get("source_study"),
-                      "source_trial": trial.user_attrs.get("source_trial"),
-                      "data_hash": self.crops.content_hash,
-                      "data_source": self.crops.meta.get("source")}
-            from study.artifacts import artifact_dir, publish_final_artifacts
-
-            outputs = write_final(model, self.crops, result, config, self.cfg.out_dir)
-            files = outputs.pop("files")
-            for key, value in outputs.items():
-                trial.set_user_attr(key, value)
-            # the figures, viewable in optuna-dashboard started with --artifact-dir OUT/artifacts
-            publish_final_artifacts(trial.study, trial._trial_id, [Path(f) for f in files],
-                                    artifact_dir(self.cfg.out_dir.parent))
+        self.finish(trial, result, model, {"lr": lr, "reg": reg, "seed": seed})
         return result.val_accuracy
+
+    def fit(self, crops, model_cfg, train_cfg, on_epoch):
+        """(TrainResult, the model or None): every trial runs on the worker's kept compiled
+        model (no graph tracing after the first); search trials keep no model."""
+        from model.train import train
+
+        return train(crops, model_cfg, train_cfg, on_epoch), None
+
+    def finish(self, trial, result, model, chosen: dict) -> None:
+        """After a successful training; the final stage saves and publishes here."""
 
 
 def pruning_hook(trials: list):

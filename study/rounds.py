@@ -202,12 +202,12 @@ def advance(storage, study: optuna.Study) -> int:
     """Draw and enqueue the next round if the current one has ended; how many trials
     were enqueued (0: a round still runs, another process drew it, or all are drawn).
     Under the study's round lock, so a round is drawn exactly once."""
-    from study import storage as db
+    from study import locks
 
     plan = RoundPlan.from_attrs(study.user_attrs)
     if next_round(plan, study.get_trials(deepcopy=False)) is None:  # the cheap look, unlocked
         return 0
-    with db.exclusive(storage, lock_key(study.study_name)):
+    with locks.exclusive(storage, lock_key(study.study_name)):
         trials = study.get_trials(deepcopy=False)
         r = next_round(plan, trials)
         if r is None:

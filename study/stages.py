@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from study import rounds
+from study import locks, rounds
 from study import storage as db
 from study.errors import SetupError
+from study.options import model_variant, option, run_name, seed
 from study.rounds import SAMPLERS, RoundPlan
 from study.results import ranked
 from study.space import COARSE, NarrowRule, NotEnoughTrials, SearchSpace, narrow
@@ -35,12 +36,12 @@ def study_name(name: str, stage: str) -> str:
 class StageConfig:
     """One stage's budget. `trials` configurations, each trained `epochs` epochs."""
 
-    name: str = "facehpo"
-    model: int = 1
-    trials: int = 100
-    epochs: int = 5
-    seed: int = 0
-    batch_size: int = 20
+    name: str = run_name()
+    model: int = model_variant()
+    trials: int = option(100, flag="--trials", kind="positive", metavar="N", help="configurations to train")
+    epochs: int = option(5, flag="--epochs", kind="positive", metavar="E", help="epochs per configuration")
+    seed: int = seed()
+    batch_size: int = option(20, flag="--batch-size", kind="positive", metavar="B", help="crops per training step")
     sampler: str | None = None     # random | tpe | gp; None: the existing study's, else random
     round_size: int | None = None  # None: the existing study's, else rounds.default_round
 
@@ -81,7 +82,7 @@ def _create(storage, name: str, attrs: dict, configs: list[dict], extra: list[di
     other settings is refused."""
     plan = plan or RoundPlan.make("random", len(configs), None, attrs.get("seed", 0), fixed=len(configs))
     attrs = {**attrs, **plan.attrs()}
-    with db.exclusive(storage, f"create:{name}"):
+    with locks.exclusive(storage, f"create:{name}"):
         if db.exists(storage, name):
             study = db.load(storage, name)
             had = {**study.user_attrs, **RoundPlan.from_attrs(study.user_attrs).attrs()}

@@ -133,7 +133,7 @@ CASES = [
     Case("negative learning rate", ("train", "--lr", "-0.1", "--reg", "0"), "must be > 0", code=2),
     Case("unknown model", ("train", "--model", "3", "--lr", "1e-3", "--reg", "0"),
          "argument --model: invalid choice: 3", code=2),
-    Case("unknown profile", ("pipeline", "--profile", "huge"), "unknown profile 'huge'"),
+    Case("unknown profile", ("pipeline", "--profile", "huge"), "argument --profile: invalid choice: 'huge'", code=2),
     Case("unknown command", ("tune",), "invalid choice: 'tune'", code=2),
     Case("study not found", ("report", "--study", "nope", "--storage", "sqlite:///{cwd}/facehpo.db"),
          "no study named 'nope'", setup=lambda r, c: _study_db(c)),

@@ -228,7 +228,7 @@ def _cli_args(resolved, service):
 @pytest.mark.parametrize("service", ["init", "worker", "fine", "worker-fine", "final", "data"])
 def test_cli_accepts_each_command(resolved, service):
     """The container's command is the CLI: each one must parse (flags and values)."""
-    from study.cli import build_parser
+    from study.parser import build_parser
 
     args = build_parser().parse_args(_cli_args(resolved, service))
     assert args.command == _cli_args(resolved, service)[0]
@@ -236,13 +236,13 @@ def test_cli_accepts_each_command(resolved, service):
 
 def test_compose_defaults_are_the_cli_defaults(raw):
     """Budgets left unset in .env must mean what the CLI means when the flag is absent."""
-    from study.cli import build_parser
+    from study.parser import build_parser, effective
 
     parse = build_parser().parse_args
     defaults = cf.interpolate(raw, {})["services"]
     for service, sub in (("init", ["init"]), ("fine", ["fine"]), ("final", ["final"])):
         cmd = cf.command(defaults[service])
-        cli = vars(parse(sub))
+        cli = effective(parse(sub))
         for flag, value in zip(cmd[1::2], cmd[2::2]):
             key = flag.lstrip("-").replace("-", "_")
             assert str(cli[key]) == value, f"{service} {flag}: compose {value}, CLI {cli[key]}"

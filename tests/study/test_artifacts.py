@@ -40,10 +40,10 @@ def files(tmp_path):
 
 def test_running_trial_gets_artifacts_and_note(running, files, tmp_path):
     study, t = running
-    ids = publish_final_artifacts(study, t._trial_id, files, artifact_dir(tmp_path / "out"))
+    ids = publish_final_artifacts(t, files, artifact_dir(tmp_path / "out"))
     study.tell(t, 0.875)
     frozen = study.trials[0]
-    metas = get_all_artifact_meta(frozen, storage=study._storage)
+    metas = get_all_artifact_meta(frozen, storage=t.storage)
     assert sorted((m.artifact_id, m.filename) for m in metas) == sorted(
         zip(ids, ["final_confusion.png", "final.json"]))
     assert {m.filename: m.mimetype for m in metas} == {
@@ -51,24 +51,15 @@ def test_running_trial_gets_artifacts_and_note(running, files, tmp_path):
     for artifact_id, f in zip(ids, files):  # the store holds the bytes under the id
         assert (tmp_path / "out" / "artifacts" / artifact_id).read_bytes() == f.read_bytes()
     assert get_all_artifact_meta(study) == []
-    note = get_note(optuna.trial.Trial(study, frozen._trial_id))
+    note = get_note(t)
     assert "test accuracy: 0.9125" in note and "`final_confusion.png`" in note
-
-
-def test_finished_trial_attaches_to_the_study(running, files, tmp_path):
-    study, t = running
-    study.tell(t, 0.875)
-    ids = publish_final_artifacts(study, t._trial_id, files, tmp_path / "art", note="done")
-    assert sorted(m.artifact_id for m in get_all_artifact_meta(study)) == sorted(ids)
-    assert get_all_artifact_meta(study.trials[0], storage=study._storage) == []
-    assert get_note(optuna.trial.Trial(study, t._trial_id)) == "done"
 
 
 def test_missing_file_uploads_nothing(running, files, tmp_path):
     study, t = running
     with pytest.raises(SetupError, match="nosuch.png"):
-        publish_final_artifacts(study, t._trial_id, [*files, tmp_path / "nosuch.png"], tmp_path / "art")
-    assert get_all_artifact_meta(t, storage=study._storage) == []
+        publish_final_artifacts(t, [*files, tmp_path / "nosuch.png"], tmp_path / "art")
+    assert get_all_artifact_meta(t) == []
     assert not (tmp_path / "art").exists()
 
 

@@ -71,7 +71,7 @@ def _final(url: str, out: Path) -> tuple[optuna.Study, list[Path]]:
                        "source_study": "dash-fine", "source_trial": 3}.items():
         t.set_user_attr(key, value)
     files = final_plots(history, CONFUSION, out)
-    publish_final_artifacts(study, t._trial_id, files, out / "artifacts")
+    publish_final_artifacts(t, files, out / "artifacts")
     study.tell(t, curve[-1])
     return study, files
 

@@ -196,7 +196,7 @@ def test_two_pipelines_on_the_same_names_one_refuses_the_other_finishes(backend,
     assert refused == 1 and "Traceback" not in refused_err
     assert error_lines(refused_err)[-1] == ("facehpo: error: another pipeline is running on studies "
                                             "twin-*: wait for it, or pass another --name")
-    from study.pipeline import PROFILES
+    from study.coordinator import PROFILES
 
     p = PROFILES["smoke"]
     for stage, n in (("coarse", p.coarse_trials), ("fine", p.fine_trials + 1), ("final", 1)):

@@ -70,5 +70,5 @@ def test_search_side_never_imports_tensorflow():
     import subprocess
 
     code = ("import sys, study.space, study.stages, study.storage, study.results, study.worker, "
-            "study.pipeline, study.cli; sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)")
+            "study.coordinator, study.queue, study.parser, study.cli; sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

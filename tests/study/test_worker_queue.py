@@ -1,7 +1,7 @@
 """The worker only ever pops WAITING trials: several worker processes draining one
 study with an instant objective (as benchmarks/bench_workers.py does) leave exactly the
 enqueued trials, each configuration COMPLETE once; Optuna's fallback to a new trial on
-an empty queue (`storage.pop_only` -> NothingWaiting) never escapes nor writes a row."""
+an empty queue (`queue.pop_only` -> NothingWaiting) never escapes nor writes a row."""
 import multiprocessing as mp
 import threading
 import time
@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from dataset.archive import load_crops, read_meta
 from study import storage as db
+from study.queue import NothingWaiting, Queue, pop_only
 from study.objective import Objective
 from study.stages import StageConfig, create_coarse
 from study.worker import WorkerConfig, run_worker
@@ -29,12 +30,9 @@ class Instant(Objective):
     limit = 40
 
     def __call__(self, trial) -> float:
-        if self.on_start:
-            self.on_start()
         self.ran = getattr(self, "ran", 0) + 1
         if self.ran > self.limit:
             raise RuntimeError(f"ran {self.ran} trials, more than the {self.limit} enqueued")
-        self.current_trial_id = trial._trial_id
         space = self.cfg.space
         lr = trial.suggest_float("lr", *space["lr"], log=True)
         reg = trial.suggest_float("reg", *space["reg"], log=True)
@@ -110,10 +108,10 @@ def test_pop_only_on_an_empty_queue_raises_and_leaves_nothing(url, tiny):
         called.append(trial.number)
         return 1.0
 
-    with db.pop_only(storage):
+    with pop_only(storage):
         study.enqueue_trial({"lr": 1e-3, "reg": 1e-3})  # from a template: still allowed
         study.optimize(objective, n_trials=2)  # pops the two enqueued trials
-        with pytest.raises(db.NothingWaiting):
+        with pytest.raises(NothingWaiting):
             study.optimize(objective, n_trials=1, callbacks=[lambda s, t: called.append("callback")])
     assert called == [0, 1] and threading.active_count() == threads  # no heartbeat thread left
     ts = trials(url, study.study_name)
@@ -149,17 +147,16 @@ def test_worker_polls_an_empty_queue_until_others_finish_and_creates_nothing(url
 
 
 def test_a_stale_trial_is_failed_by_the_worker_with_its_reason_not_by_optuna(url, tiny):
-    """Inside pop_only, Optuna's own stale check (which records no reason) is skipped;
-    the worker's check fails the trial with its fail_reason and re-queues it."""
+    """Taking a trial runs no stale check of Optuna's (which records no reason); the
+    worker's check fails the trial with its fail_reason and re-queues it."""
     storage, study = _study(url, tiny, 1, heartbeat_interval=1, grace_period=2)
     study = db.load(storage, study.study_name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dead = study.ask()  # a worker that beat once, then died
-    storage.record_heartbeat(dead._trial_id)
+    storage.record_heartbeat(Queue(storage, study).trial_id(dead.number))
     time.sleep(3)
-    with db.pop_only(storage), pytest.raises(db.NothingWaiting):
-        study.optimize(lambda t: 1.0, n_trials=1)
+    assert Queue(storage, study).pop() is None
     assert by_state(trials(url, study.study_name)) == {"RUNNING": 1}
     summary = run_worker(storage, load_crops(tiny), WorkerConfig(study=study.study_name, progress=False),
                          objective_factory=Instant)

@@ -1,4 +1,5 @@
-"""coarse -> fine -> final in one process, on the embedded default or any storage.
+"""The coordinator of `facehpo pipeline`: coarse -> fine -> final in one process, on the
+embedded default or any storage.
 
 Every step is idempotent: a re-run creates nothing twice and trains only what is still
 WAITING, so an interrupted pipeline resumes where it stopped.
@@ -13,9 +14,12 @@ from optuna.trial import TrialState
 
 from study import storage as db
 from study.errors import SetupError
+from study.options import epoch_progress, model_variant, option, out_dir, run_name, seed
 from study.space import NarrowRule
 from study.stages import StageConfig, create_coarse, create_final, create_fine, study_name
-from study.worker import WorkerConfig, WorkerSummary, _requeue, run_worker
+from study.locks import Lock
+from study.queue import Queue
+from study.worker import WorkerConfig, WorkerSummary, run_worker
 
 
 @dataclass(frozen=True)
@@ -41,12 +45,13 @@ PROFILES = {
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    name: str = "facehpo"
-    profile: str = "quick"
-    model: int = 1
-    seed: int = 0
-    out_dir: Path = Path("runs")
-    epoch_progress: bool = False
+    name: str = run_name()
+    profile: str = option("quick", flag="--profile", choices=tuple(PROFILES),
+                          help="budgets: quick (minutes), seed (the report's), smoke (seconds)")
+    model: int = model_variant()
+    seed: int = seed()
+    out_dir: Path = out_dir()
+    epoch_progress: bool = epoch_progress()
 
     def __post_init__(self):
         if self.profile not in PROFILES:
@@ -63,15 +68,16 @@ def release_orphans(storage, name: str) -> int:
         if not db.exists(storage, sname):
             continue
         study = db.load(storage, sname)
+        queue = Queue(storage, study)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            _requeue(study, t._trial_id, "orphaned: the process running it died; re-queued")
+            queue.requeue(queue.trial_id(t.number), "orphaned: the process running it died; re-queued")
             n += 1
     return n
 
 
 def run_pipeline(storage, crops, cfg: PipelineConfig, device: str = "CPU") -> list[WorkerSummary]:
     p = PROFILES[cfg.profile]
-    lock = db.Lock(storage, f"pipeline:{cfg.name}")
+    lock = Lock(storage, f"pipeline:{cfg.name}")
     if not lock.acquire(wait=False):
         raise SetupError(f"another pipeline is running on studies {cfg.name}-*: wait for it, "
                          "or pass another --name")
