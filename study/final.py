@@ -74,7 +74,8 @@ class FinalObjective(Objective):
         for key, value in outputs.items():
             trial.set_user_attr(key, value)
         # the figures, viewable in optuna-dashboard started with --artifact-dir OUT/artifacts
-        publish_final_artifacts(trial, [Path(f) for f in files], artifact_dir(self.cfg.out_dir.parent))
+        publish_final_artifacts(getattr(trial, "trial", trial),  # Optuna's Trial, unwrapped
+                                [Path(f) for f in files], artifact_dir(self.cfg.out_dir.parent))
 
 
 def objective_class(stage: str) -> type[Objective]:

@@ -61,10 +61,11 @@ class Signals:
 
 class Checked:
     """The trial as the objective sees it: every report (once per epoch) and attribute
-    write first raises a pending Interrupted, from plain Python code inside Keras' fit."""
+    write first raises a pending Interrupted, from plain Python code inside Keras' fit.
+    `trial` is Optuna's own, for APIs that check its type (upload_artifact, save_note)."""
 
     def __init__(self, trial, signals: Signals):
-        self._trial, self._signals = trial, signals
+        self.trial, self._trial, self._signals = trial, trial, signals
 
     def __getattr__(self, name):
         return getattr(self._trial, name)

@@ -71,7 +71,8 @@ def test_killed_pipeline_resumes_without_losing_or_duplicating(tmp_path):
     assert _states(db, "k-final") == ["COMPLETE"]
 
 
-def test_unknown_profile_is_one_line(tmp_path):
+def test_unknown_profile_is_exit_2_naming_the_choices(tmp_path):
     run = facehpo("pipeline", "--profile", "huge", cwd=tmp_path)
-    assert run.returncode == 1 and "unknown profile 'huge'" in run.stderr
+    assert run.returncode == 2 and "invalid choice: 'huge' (choose from 'quick', 'smoke', 'seed')" in run.stderr
+    assert "{quick,smoke,seed}" in facehpo("pipeline", "--help", cwd=tmp_path).stdout
     assert "Traceback" not in run.stderr and not (tmp_path / "runs").exists()
