@@ -135,13 +135,15 @@ def scratch_pg():
 
 def drain(storage, crops, study: str, pruner: str = "none", progress: bool = False):
     """One facehpo worker in this process takes every trial of `study` (the default
-    objective: it trains). (wall seconds of run_worker, the study's trials afterwards)."""
+    objective: it trains) with `pruner` set as the study's (as `init --pruner` does).
+    (wall seconds of run_worker, the study's trials afterwards)."""
     import optuna
 
     from model.device import configure
     from study.worker import WorkerConfig, run_worker
 
-    cfg = WorkerConfig(study=study, pruner=pruner, progress=progress, out_dir=OUT / "scratch")
+    optuna.load_study(study_name=study, storage=storage).set_user_attr("pruner", pruner)
+    cfg = WorkerConfig(study=study, progress=progress, out_dir=OUT / "scratch")
     device = configure()
     t = time.perf_counter()
     run_worker(storage, crops, cfg, device=device)

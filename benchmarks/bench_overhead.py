@@ -4,7 +4,7 @@ checks, popping the next trial).
 
 A coarse study of T trials x 5 epochs on the real FDDB crops is drained by one facehpo
 worker (`study.worker.run_worker`, the default objective, the median pruner's per-epoch
-reports, as `facehpo worker --pruner median` runs it) in this process. Two shares:
+reports, as a study created with `--pruner median` runs it) in this process. Two shares:
 
   per trial   1 - sum(history seconds) / (datetime_complete - datetime_start)
   whole loop  1 - sum of every trial's epoch seconds / run_worker's wall time

@@ -3,7 +3,7 @@
 Two fine-stage studies on the real FDDB crops hold the same enqueued configurations
 (T draws from the report's narrowed ranges, lr 1e-5..1e-3 and reg 1e-5..1e-2, the
 same per-trial seeds) and the same budget of E epochs per trial. One facehpo worker
-drains each: pruner none, then pruner median (`facehpo worker --pruner median`:
+drains each: pruner none, then pruner median (a study created with `--pruner median`:
 MedianPruner(n_startup_trials=5, n_warmup_steps=1) on the per-epoch validation
 accuracy). Budget spent = epochs actually trained (one intermediate value per epoch).
 

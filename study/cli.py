@@ -137,7 +137,7 @@ def cmd_init(args) -> int:
     _create_views(storage)
     study = create_coarse(storage, cfg, meta)
     print(f"study {study.study_name}: {len(study.trials)} trial(s) enqueued "
-          f"({cfg.trials} x {cfg.epochs} epochs, seed {cfg.seed})")
+          f"({cfg.trials} x {cfg.epochs} epochs, seed {cfg.seed}, pruner {study.user_attrs['pruner']})")
     return 0
 
 
@@ -169,10 +169,23 @@ def cmd_fine(args) -> int:
     from study.stages import create_fine
 
     storage = _storage(args)
-    study = create_fine(storage, _stage(args), NarrowRule(k=args.k))
-    space = study.user_attrs["space"]
-    print(f"study {study.study_name}: lr {space['lr']}, reg {space['reg']} (rule "
-          f"{study.user_attrs['rule']}); {len(study.trials)} trial(s) enqueued")
+    return _narrowed(create_fine(storage, _stage(args), NarrowRule(k=args.k)))
+
+
+def cmd_narrow(args) -> int:
+    from study.space import NarrowRule
+    from study.stages import create_narrowed
+
+    study = create_narrowed(_storage(args), args.source, _stage(args), NarrowRule(k=args.k),
+                            name=args.study_name)
+    return _narrowed(study)
+
+
+def _narrowed(study) -> int:
+    a = study.user_attrs
+    print(f"study {study.study_name} (from {' -> '.join(a['lineage'])}): lr {a['space']['lr']}, "
+          f"reg {a['space']['reg']} (rule {a['rule']}, pruner {a['pruner']}); "
+          f"{len(study.trials)} trial(s) enqueued")
     return 0
 
 
@@ -204,7 +217,10 @@ def cmd_final(args) -> int:
 
     storage = _storage(args)
     cfg = _stage(args)
-    study = create_final(storage, cfg.name, cfg.epochs)
+    named = args.name is not None or bool(os.environ.get("FACEHPO_NAME"))
+    # --from alone: the final study belongs to the source's run (facehpo-fine2 -> facehpo-final)
+    study = create_final(storage, cfg.name if named or not args.source else None, cfg.epochs,
+                         source=args.source)
     code = _work(args, storage, study.study_name)
     print(study_report(study))
     return code
@@ -287,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 COMMANDS = {"data_build": cmd_data_build, "data_sample": cmd_data_sample, "train": cmd_train,
-            "sanity": cmd_sanity, "init": cmd_init, "worker": cmd_worker, "fine": cmd_fine,
+            "sanity": cmd_sanity, "init": cmd_init, "worker": cmd_worker, "narrow": cmd_narrow,
+            "fine": cmd_fine,
             "final": cmd_final, "pipeline": cmd_pipeline, "db_views": cmd_db_views,
             "db_reader_role": cmd_db_reader_role, "report": cmd_report}
 

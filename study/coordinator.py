@@ -14,11 +14,12 @@ from optuna.trial import TrialState
 
 from study import storage as db
 from study.errors import SetupError
+from study.locks import Lock
 from study.options import epoch_progress, model_variant, option, out_dir, run_name, seed
+from study.pruning import PRUNERS
+from study.queue import Queue
 from study.space import NarrowRule
 from study.stages import StageConfig, create_coarse, create_final, create_fine, study_name
-from study.locks import Lock
-from study.queue import Queue
 from study.worker import WorkerConfig, WorkerSummary, run_worker
 
 
@@ -52,6 +53,8 @@ class PipelineConfig:
     seed: int = seed()
     out_dir: Path = out_dir()
     epoch_progress: bool = epoch_progress()
+    pruner: str = option("none", flag="--pruner", choices=PRUNERS,
+                         help="the coarse and fine studies' pruner, stored on each")
 
     def __post_init__(self):
         if self.profile not in PROFILES:
@@ -89,9 +92,9 @@ def run_pipeline(storage, crops, cfg: PipelineConfig, device: str = "CPU") -> li
         summaries = []
         steps = [
             ("coarse", lambda: create_coarse(storage, StageConfig(
-                cfg.name, cfg.model, p.coarse_trials, p.coarse_epochs, cfg.seed), crops.meta)),
+                cfg.name, cfg.model, p.coarse_trials, p.coarse_epochs, cfg.seed, pruner=cfg.pruner), crops.meta)),
             ("fine", lambda: create_fine(storage, StageConfig(
-                cfg.name, cfg.model, p.fine_trials, p.fine_epochs, cfg.seed), NarrowRule(k=p.k))),
+                cfg.name, cfg.model, p.fine_trials, p.fine_epochs, cfg.seed, pruner=cfg.pruner), NarrowRule(k=p.k))),
             ("final", lambda: create_final(storage, cfg.name, p.final_epochs)),
         ]
         for stage, create in steps:

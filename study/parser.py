@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa.set_defaults(func="sanity")
 
     i = sub.add_parser("init", parents=[common, db, data, _parent(StageConfig)],
-                       help="create tables, views and the coarse study; enqueue its trials")
+                       help="create tables, views and the study NAME-coarse; enqueue its N configurations")
     i.set_defaults(func="init", defaults={})
 
     w = sub.add_parser("worker", parents=[common, db, data, work],
@@ -111,13 +111,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(w, WorkerConfig, only=("study",), required=("study",))
     w.set_defaults(func="worker")
 
-    f = sub.add_parser("fine", parents=[common, db, name], help="narrow the ranges; create the fine study")
-    f.add_argument("--k", type=positive, default=10, help="top-k coarse trials to narrow from")
-    add_flags(f, StageConfig, defaults=FINE_DEFAULTS, only=("trials", "epochs", "seed"))
+    n = sub.add_parser("narrow", parents=[common, db],
+                       help="create a study from the top K of any finished STUDY and enqueue it")
+    n.add_argument("--from", dest="source", required=True, metavar="STUDY",
+                   help="the study to narrow: NAME-coarse, or a narrowed one (fine -> fine2 ...)")
+    n.add_argument("--top", "--k", dest="k", type=positive, default=10, metavar="K",
+                   help="narrow the ranges around its top K trials (default 10)")
+    n.add_argument("--name", dest="study_name", metavar="STUDY",
+                   help="the new study's name (default: RUN-fine, then RUN-fine2, RUN-fine3 ...)")
+    add_flags(n, StageConfig, defaults=FINE_DEFAULTS, only=("trials", "epochs", "seed", "pruner"))
+    n.set_defaults(func="narrow", defaults=FINE_DEFAULTS)
+
+    f = sub.add_parser("fine", parents=[common, db, name],
+                       help="narrow NAME-coarse into NAME-fine (narrow --from NAME-coarse)")
+    f.add_argument("--top", "--k", dest="k", type=positive, default=10, metavar="K",
+                   help="top K coarse trials to narrow from (default 10)")
+    add_flags(f, StageConfig, defaults=FINE_DEFAULTS, only=("trials", "epochs", "seed", "pruner"))
     f.set_defaults(func="fine", defaults=FINE_DEFAULTS)
 
     fi = sub.add_parser("final", parents=[common, db, data, name, work],
-                        help="retrain the best fine trial and test it once")
+                        help="retrain the best trial of a study (NAME-fine), test it once, store NAME-final")
+    fi.add_argument("--from", dest="source", metavar="STUDY",
+                    help="the study whose best trial to retrain (default NAME-fine; NAME: its run)")
     add_flags(fi, StageConfig, defaults=FINAL_DEFAULTS, only=("epochs",))
     fi.set_defaults(func="final", defaults=FINAL_DEFAULTS)
 

@@ -19,6 +19,7 @@ from study import locks, rounds
 from study import storage as db
 from study.errors import SetupError
 from study.options import model_variant, option, run_name, seed
+from study.pruning import PRUNERS
 from study.rounds import SAMPLERS, RoundPlan
 from study.results import ranked
 from study.space import COARSE, NarrowRule, NotEnoughTrials, SearchSpace, narrow
@@ -30,6 +31,31 @@ METRIC = "validation accuracy"  # what every trial returns (study/objective.py)
 
 def study_name(name: str, stage: str) -> str:
     return f"{name}-{stage}"
+
+
+def run_of(study: optuna.Study) -> str:
+    """The run a study belongs to: its `run` attribute, else its name less the stage."""
+    run = study.user_attrs.get("run")
+    if run:
+        return run
+    name = study.study_name
+    for suffix in ("-coarse", "-final", "-fine"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    head, _, tail = name.rpartition("-fine")
+    return head if head and tail.isdigit() else name
+
+
+def _depth(study: optuna.Study) -> int:
+    """Narrowings from the coarse study: coarse 0, fine 1, fine2 2 ..."""
+    attrs = study.user_attrs
+    return int(attrs.get("depth", {"coarse": 0, "fine": 1}.get(attrs.get("stage"), 0)))
+
+
+def narrowed_name(parent: optuna.Study) -> str:
+    """RUN-coarse -> RUN-fine -> RUN-fine2 -> RUN-fine3 ...: the chain stays readable."""
+    depth = _depth(parent) + 1
+    return f"{run_of(parent)}-fine" + (str(depth) if depth > 1 else "")
 
 
 @dataclass(frozen=True)
@@ -44,8 +70,13 @@ class StageConfig:
     batch_size: int = option(20, flag="--batch-size", kind="positive", metavar="B", help="crops per training step")
     sampler: str | None = None     # random | tpe | gp; None: the existing study's, else random
     round_size: int | None = None  # None: the existing study's, else rounds.default_round
+    pruner: str | None = option(None, flag="--pruner", kind="str", choices=PRUNERS,
+                                help="stops unpromising trials early; stored on the study, used by "
+                                "every worker (default none; narrow: the parent study's)")
 
     def __post_init__(self):
+        if self.pruner is not None and self.pruner not in PRUNERS:
+            raise SetupError(f"unknown pruner {self.pruner!r}: choose {', '.join(PRUNERS)}")
         if self.sampler is not None and self.sampler not in SAMPLERS:
             raise SetupError(f"unknown sampler {self.sampler!r}: choose {', '.join(SAMPLERS)}")
         if self.round_size is not None and self.round_size < 1:
@@ -125,6 +156,7 @@ def create_coarse(storage, cfg: StageConfig, data_meta: dict) -> optuna.Study:
     space = COARSE
     attrs = {"stage": "coarse", "model": cfg.model, "epochs": cfg.epochs, "n_trials": cfg.trials,
              "batch_size": cfg.batch_size, "seed": cfg.seed, "space": space.to_dict(),
+             "run": cfg.name, "depth": 0, "lineage": [], "pruner": cfg.pruner or "none",
              **_data_attrs(data_meta), "facehpo_version": VERSION}
     name = study_name(cfg.name, "coarse")
     return _create(storage, name, attrs, [], [], _plan(storage, name, cfg, cfg.trials))
@@ -146,39 +178,59 @@ def _finished_parent(storage, name: str) -> optuna.Study:
 
 
 def create_fine(storage, cfg: StageConfig, rule: NarrowRule = NarrowRule()) -> optuna.Study:
-    """Narrow the coarse ranges from its top-k trials; enqueue the best coarse
-    configuration plus `cfg.trials` fresh draws (so the study holds trials + 1)."""
-    parent = _finished_parent(storage, study_name(cfg.name, "coarse"))
+    """`facehpo fine`: narrow NAME-coarse into NAME-fine (create_narrowed)."""
+    return create_narrowed(storage, study_name(cfg.name, "coarse"), cfg, rule,
+                           name=study_name(cfg.name, "fine"))
+
+
+def create_narrowed(storage, parent_name: str, cfg: StageConfig, rule: NarrowRule = NarrowRule(),
+                    name: str | None = None) -> optuna.Study:
+    """Narrow any finished study's ranges from its top-k trials into a new study (default
+    name: narrowed_name); enqueue the parent's best configuration plus `cfg.trials` fresh
+    draws (so the study holds trials + 1). The new study records its parent and the whole
+    lineage (coarse first); its pruner is cfg's, else the parent's."""
+    parent = _finished_parent(storage, parent_name)
     top = ranked(parent.get_trials(deepcopy=False))
     try:
         space = narrow([t.params for t in top], SearchSpace.from_dict(parent.user_attrs["space"]), rule)
     except NotEnoughTrials as e:
-        raise SetupError(f"{parent.study_name}: {e}; lower --k or run more coarse trials") from None
+        raise SetupError(f"{parent.study_name}: {e}; lower --top or run more trials there") from None
     pa = parent.user_attrs
+    name = name or narrowed_name(parent)
+    if name == parent.study_name:
+        raise SetupError(f"the narrowed study needs another name than its parent {name!r}")
     attrs = {"stage": "fine", "model": pa["model"], "epochs": cfg.epochs, "n_trials": cfg.trials + 1,
              "batch_size": pa["batch_size"], "seed": cfg.seed, "space": space.to_dict(),
              "parent": parent.study_name, "k": rule.k, "rule": rule.name,
+             "run": run_of(parent), "depth": _depth(parent) + 1,
+             "lineage": [*pa.get("lineage", []), parent.study_name],
+             "pruner": cfg.pruner or pa.get("pruner", "none"),
              "data_hash": pa["data_hash"], "data_source": pa["data_source"], "facehpo_version": VERSION}
     best = top[0]
     extra = [{"seed": best.user_attrs.get("seed", cfg.seed), "source_study": parent.study_name,
               "source_trial": best.number}]
-    name = study_name(cfg.name, "fine")
     plan = _plan(storage, name, cfg, cfg.trials + 1, fixed=1, init_seed=cfg.seed + 1)
     return _create(storage, name, attrs, [dict(best.params)], extra, plan)
 
 
-def create_final(storage, name: str, epochs: int = 50) -> optuna.Study:
-    """One trial: the best fine configuration, retrained for `epochs` and tested once."""
+def create_final(storage, name: str | None, epochs: int = 50, source: str | None = None) -> optuna.Study:
+    """One trial, in study NAME-final: the best configuration of `source` (default
+    NAME-fine; any finished study), retrained for `epochs` and tested once. Without
+    `name`, NAME is the source's run."""
     if epochs < 1:
         raise SetupError(f"epochs must be at least 1, got {epochs}")
-    parent = _finished_parent(storage, study_name(name, "fine"))
+    if source is None and name is None:
+        raise SetupError("the final stage needs a run name or a source study")
+    parent = _finished_parent(storage, source or study_name(name, "fine"))
+    name = name or run_of(parent)
     top = ranked(parent.get_trials(deepcopy=False))
     if not top:
         raise SetupError(f"{parent.study_name} has no COMPLETE trial to retrain")
     best, pa = top[0], parent.user_attrs
     attrs = {"stage": "final", "model": pa["model"], "epochs": epochs, "n_trials": 1,
              "batch_size": pa["batch_size"], "seed": pa["seed"], "space": pa["space"],
-             "parent": parent.study_name, "source_trial": best.number,
+             "parent": parent.study_name, "source_trial": best.number, "run": name,
+             "lineage": [*pa.get("lineage", []), parent.study_name], "pruner": "none",
              "data_hash": pa["data_hash"], "data_source": pa["data_source"], "facehpo_version": VERSION}
     extra = [{"seed": best.user_attrs.get("seed", pa["seed"]), "source_study": parent.study_name,
               "source_trial": best.number}]

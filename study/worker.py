@@ -22,7 +22,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from study import dberrors
+from study import dberrors, pruning
 from study import storage as db
 from study.errors import SetupError, TrialFailed
 from study.objective import ObjectiveConfig, WorkerInfo
@@ -40,8 +40,6 @@ class WorkerConfig:
     worker_id: str | None = option(None, flag="--worker-id", env="FACEHPO_WORKER_ID", kind="str", metavar="ID",
                                    help="recorded on each trial (default host-pid)")
     poll_seconds: float = 5.0     # wait between looks while other workers finish
-    pruner: str = option("none", flag="--pruner", choices=("none", "median"),
-                         help="stop unpromising trials early")
     progress: bool = True         # a line per trial (and per epoch with epoch_progress)
     epoch_progress: bool = epoch_progress()
     reconnect_attempts: int = 8     # retries after losing the database mid-run, then SetupError
@@ -55,14 +53,6 @@ class WorkerSummary:
     failed: int
     pruned: int
     interrupted: str | None = None
-
-
-def _pruner(name: str):
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise SetupError(f"unknown pruner {name!r}: choose none or median")
 
 
 def check_data(study: optuna.Study, crops) -> None:
@@ -100,9 +90,9 @@ def run_worker(storage, crops, cfg: WorkerConfig, device: str = "CPU",
     trial runs; by default the stage's own (study/final.py: objective_class), which
     trains the CNN. benchmarks/bench_workers.py passes an instant one (an `Objective`
     subclass) to time the worker's loop alone."""
-    study = db.load(storage, cfg.study, sampler=optuna.samplers.RandomSampler(),
-                    pruner=_pruner(cfg.pruner))
+    study = db.load(storage, cfg.study, sampler=optuna.samplers.RandomSampler())
     check_data(study, crops)
+    study.pruner = pruning.of_study(study.user_attrs)  # the study's own, the same on every worker
     ocfg = ObjectiveConfig.from_study(study.user_attrs, cfg.out_dir / cfg.study, cfg.epoch_progress)
     if objective_factory is None:
         from study.final import objective_class
