@@ -94,16 +94,18 @@ class RoundPlan:
         return self.init_seed * 1_000_003 + (draw - self.fixed)
 
     def attrs(self) -> dict:
-        """Study user attributes; `n_trials` and `seed` are the stage's own."""
+        """Study user attributes; `n_trials` and `seed` are the stage's own (`sampler_seed`
+        is derived from `seed` and the study, study/stages.py sampler_seed)."""
         return {"sampler": self.sampler, "round_size": self.round_size, "startup": self.startup,
-                "fixed": self.fixed, "init_seed": self.init_seed}
+                "fixed": self.fixed, "init_seed": self.init_seed, "sampler_seed": self.seed}
 
     @classmethod
     def from_attrs(cls, attrs: dict) -> "RoundPlan":
         """A study made before rounds existed reads as one random round (its draws all enqueued)."""
         n = int(attrs["n_trials"])
         return cls(sampler=attrs.get("sampler", "random"), n_trials=n,
-                   round_size=int(attrs.get("round_size", n)), seed=int(attrs.get("seed", 0)),
+                   round_size=int(attrs.get("round_size", n)),
+                   seed=int(attrs.get("sampler_seed", attrs.get("seed", 0))),
                    startup=int(attrs.get("startup", 0)), fixed=int(attrs.get("fixed", 0)),
                    init_seed=int(attrs.get("init_seed", attrs.get("seed", 0))))
 

@@ -10,6 +10,7 @@ same configurations whatever the number of workers, and the budget is exact.
 from __future__ import annotations
 
 import warnings
+import zlib
 from dataclasses import dataclass
 
 import optuna
@@ -137,15 +138,26 @@ def _create(storage, name: str, attrs: dict, configs: list[dict], extra: list[di
     return study
 
 
+def sampler_seed(seed: int, name: str, stage: str) -> int:
+    """The seed of study `name`'s sampler, from the run seed and the study, recorded as its
+    `sampler_seed`. The coarse study's is the run seed itself (the same seed draws the same
+    coarse configurations as ever); any other study's is a hash of both, so a fine study's
+    draws are independent of its parent's, not the parent's draws rescaled."""
+    if stage == "coarse":
+        return seed
+    return zlib.crc32(f"{seed}:{name}".encode())
+
+
 def _plan(storage, name: str, cfg: StageConfig, n: int, fixed: int = 0,
-          init_seed: int | None = None) -> RoundPlan:
+          init_seed: int | None = None, stage: str = "coarse") -> RoundPlan:
     """cfg's sampler and round size; left out (None), the existing study's."""
     sampler, size = cfg.sampler, cfg.round_size
     if (sampler is None or size is None) and db.exists(storage, name):
         had = RoundPlan.from_attrs(db.load(storage, name).user_attrs)
         if sampler in (None, had.sampler):
             sampler, size = had.sampler, size or had.round_size
-    return RoundPlan.make(sampler or "random", n, size, cfg.seed, fixed, init_seed)
+    return RoundPlan.make(sampler or "random", n, size, sampler_seed(cfg.seed, name, stage), fixed,
+                          cfg.seed if init_seed is None else init_seed)
 
 
 def _seeds(seed: int, n: int) -> list[dict]:
@@ -209,7 +221,7 @@ def create_narrowed(storage, parent_name: str, cfg: StageConfig, rule: NarrowRul
     best = top[0]
     extra = [{"seed": best.user_attrs.get("seed", cfg.seed), "source_study": parent.study_name,
               "source_trial": best.number}]
-    plan = _plan(storage, name, cfg, cfg.trials + 1, fixed=1, init_seed=cfg.seed + 1)
+    plan = _plan(storage, name, cfg, cfg.trials + 1, fixed=1, init_seed=cfg.seed + 1, stage="fine")
     return _create(storage, name, attrs, [dict(best.params)], extra, plan)
 
 

@@ -22,9 +22,10 @@ EXPECT = {"bench_gpu": "1 worker(s): 2 trials", "bench_memory": "RSS MB after tr
           "bench_pruning": "plot: benchmarks/out/pruning-dry-run.png"}
 
 
-def test_every_script_is_covered():
-    assert SCRIPTS == ["bench_gpu", "bench_kerastuner", "bench_memory", "bench_overhead",
-                       "bench_precision", "bench_pruning", "bench_train", "bench_workers"]
+def test_every_script_is_documented():
+    """Each script test_dry_run finds (it runs them all) has its section in BENCHMARKS.md."""
+    doc = (BENCH.parent / "BENCHMARKS.md").read_text()
+    assert SCRIPTS and [s for s in SCRIPTS if f"{s}.py" not in doc] == []
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

@@ -65,12 +65,58 @@ def test_coarse_enqueues_exactly_n_and_is_idempotent(storage):
     assert again.metric_names == ["validation accuracy"]  # optuna-dashboard's axis label
 
 
-def test_an_interrupted_enqueue_is_completed_not_duplicated(storage):
+def test_an_interrupted_enqueue_is_completed_not_duplicated(storage, monkeypatch):
+    """The coordinator dies after 3 of its 5 enqueues; the same command again enqueues
+    the 2 missing draws, and a third run changes nothing."""
     cfg = StageConfig(name="r2", trials=5, epochs=1)
-    study = create_coarse(storage, cfg, META)
-    # simulate a coordinator that died after 5 of 8 enqueues: re-run with the same draws
-    create_coarse(storage, cfg, META)
-    assert len(study.get_trials()) == 5
+    real, calls = optuna.Study.enqueue_trial, []
+
+    def dying(self, *args, **kwargs):
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C (or a lost connection) between two enqueues
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", dying)
+    with pytest.raises(KeyboardInterrupt):
+        create_coarse(storage, cfg, META)
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", real)
+    half = db.load(storage, "r2-coarse").get_trials()
+    assert sorted(t.user_attrs["draw"] for t in half) == [0, 1, 2]
+    for _ in range(2):
+        study = create_coarse(storage, cfg, META)
+        trials = study.get_trials()
+        assert sorted(t.user_attrs["draw"] for t in trials) == [0, 1, 2, 3, 4]
+        by_draw = {t.user_attrs["draw"]: t.system_attrs["fixed_params"] for t in trials}
+        assert [by_draw[i] for i in range(5)] == draw(COARSE, 5, seed=cfg.seed)
+
+
+def _positions(study, space: SearchSpace) -> list[float]:
+    """Each fresh draw's lr as a fraction of the study's log range, in draw order."""
+    lo, hi = math.log10(space.lr.low), math.log10(space.lr.high)
+    trials = sorted((t for t in study.get_trials() if "source_trial" not in t.user_attrs),
+                    key=lambda t: t.user_attrs["draw"])
+    return [(math.log10(t.system_attrs["fixed_params"]["lr"]) - lo) / (hi - lo) for t in trials]
+
+
+def test_each_study_draws_from_its_own_recorded_seed(storage):
+    """With one run seed, a fine study's draws are not its parent's draws rescaled: each
+    study's sampler seed comes from the run seed and the study, and is recorded."""
+    from study.stages import create_narrowed, sampler_seed
+
+    coarse = create_coarse(storage, StageConfig(name="ind", trials=20, epochs=1, seed=1), META)
+    _finish(coarse, lambda p: -abs(math.log10(p["lr"]) + 4))
+    fine = create_fine(storage, StageConfig(name="ind", trials=8, epochs=1, seed=1), NarrowRule(k=5))
+    _finish(fine, lambda p: -abs(math.log10(p["lr"]) + 4))
+    fine2 = create_narrowed(storage, "ind-fine", StageConfig(trials=8, epochs=1, seed=1), NarrowRule(k=5))
+    seeds = [s.user_attrs["sampler_seed"] for s in (coarse, fine, fine2)]
+    assert seeds == [1, sampler_seed(1, "ind-fine", "fine"), sampler_seed(1, "ind-fine2", "fine")]
+    assert len(set(seeds)) == 3
+    c, f, f2 = (_positions(s, SearchSpace.from_dict(s.user_attrs["space"])) for s in (coarse, fine, fine2))
+    # the old bug: fine draw i sat where coarse draw i sat (to 4 digits); now not one does
+    assert not any(abs(a - b) < 1e-3 for a, b in zip(c, f)), (c[:4], f[:4])
+    assert not any(abs(a - b) < 1e-3 for a, b in zip(f, f2)), (f[:4], f2[:4])
+    assert fine2.user_attrs["lineage"] == ["ind-coarse", "ind-fine"]
 
 
 def test_same_name_with_other_settings_is_refused(storage):

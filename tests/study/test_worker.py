@@ -70,19 +70,27 @@ def test_worker_refuses_other_data_and_unknown_study(fresh_pg, tiny, tmp_path):
 
 
 def test_nan_trial_fails_with_reason_and_worker_goes_on(fresh_pg, tiny, tmp_path):
-    """A diverging configuration (lr = 1e6) is FAIL with its reason; the next trial runs."""
+    """A configuration that must diverge (lr = 1e6: the loss is NaN or infinite within its
+    first epoch) is FAIL with its reason; the worker goes on, the next trial completes."""
     from study import storage as db
     from study.stages import StageConfig, create_coarse
 
     storage = db.open_storage(db.StorageConfig(url=fresh_pg), create=True)
     meta = __import__("dataset.archive", fromlist=["read_meta"]).read_meta(tiny)
     study = create_coarse(storage, StageConfig(name="n", trials=1, epochs=2), meta)
-    study.enqueue_trial({"lr": 1e-3, "reg": 1e5}, user_attrs={"draw": 1, "seed": 1})
+    study.enqueue_trial({"lr": 1e6, "reg": 1e-3}, user_attrs={"draw": 1, "seed": 1},
+                        skip_if_exists=False)
     storage.engine.dispose()
     w = facehpo("worker", "--study", "n-coarse", "--storage", fresh_pg, "--data", tiny, cwd=tmp_path)
     assert w.returncode == 0, w.stderr
-    states = sorted(t.state.name for t in _trials(fresh_pg, "n-coarse"))
-    failed = [t for t in _trials(fresh_pg, "n-coarse") if t.state == TrialState.FAIL]
-    assert states.count("COMPLETE") >= 1
-    for t in failed:
-        assert "became" in t.user_attrs["fail_reason"] or "out of memory" in t.user_attrs["fail_reason"]
+    by_draw = {t.user_attrs["draw"]: t for t in _trials(fresh_pg, "n-coarse")}
+    assert sorted(by_draw) == [0, 1]
+    diverged = by_draw[1]
+    assert diverged.state == TrialState.FAIL, diverged.state
+    assert diverged.params["lr"] == 1e6
+    reason = diverged.user_attrs["fail_reason"]
+    assert " became nan in epoch 1" in reason or " became infinite in epoch 1" in reason, reason
+    assert by_draw[0].state == TrialState.COMPLETE
+    line = [l for l in w.stderr.splitlines() if l.startswith("[n-coarse] trial 1 ")]
+    assert line and "FAIL" in line[0] and reason in line[0], w.stderr
+    assert "this worker completed 1, failed 1, pruned 0" in w.stderr and "Traceback" not in w.stderr
