@@ -1,10 +1,13 @@
-# syntax=docker/dockerfile:1
 # The facehpo image: worker, coordinator (init / fine / final) and optuna-dashboard.
 # Its command is the CLI itself: `docker run IMAGE worker --study NAME-coarse`.
+# Build it with BuildKit (`docker compose build`, or `docker build` with buildx): the pip
+# cache mount below keeps downloaded wheels between builds.
 #
 #   GPU (default): python:3.11-slim + TensorFlow's CUDA wheels (the `gpu` extra); the host
 #                  needs only the NVIDIA driver and the NVIDIA Container Toolkit.
-#   CPU:           docker build --build-arg EXTRAS= -t facehpo:cpu .
+#   CPU:           docker build --build-arg EXTRAS=cpu -t facehpo:cpu .
+#                  `cpu` is no pyproject extra: it swaps `tensorflow` for TensorFlow's
+#                  CPU-only build, `tensorflow-cpu` (smaller, and no CUDA start-up errors).
 #   Other base:    --build-arg BASE=...  (any Debian/Ubuntu image with python3.11 and pip)
 ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE}
@@ -12,8 +15,8 @@ FROM ${BASE}
 ARG EXTRAS=gpu
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
     TF_CPP_MIN_LOG_LEVEL=1
 
 # An unprivileged user; /data (crop files) and /out (final outputs, artifacts) belong to it,
@@ -23,17 +26,24 @@ RUN useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin fac
  && chown facehpo:facehpo /data /out
 
 WORKDIR /opt/facehpo
-# Dependencies first, in their own layer: source edits do not reinstall TensorFlow.
-COPY pyproject.toml README.md ./
-RUN mkdir dataset model study \
- && touch dataset/__init__.py model/__init__.py study/__init__.py \
- && pip install ".${EXTRAS:+[$EXTRAS]}" \
- && pip uninstall -y facehpo \
- && rm -rf dataset model study build *.egg-info
+# Dependencies first, in their own layer, from pyproject.toml alone: source edits do not
+# reinstall TensorFlow. The requirements are the project's plus those of EXTRAS.
+COPY pyproject.toml ./
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python3 -c 'import sys, tomllib; \
+p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+extras = [e for e in sys.argv[1].split(",") if e]; \
+reqs = [("tensorflow-cpu" + r[len("tensorflow"):] if "cpu" in extras else r) \
+        if r.startswith("tensorflow>") else r for r in p["dependencies"]]; \
+reqs += [r for e in extras if e != "cpu" for r in p["optional-dependencies"][e]]; \
+print("\n".join(reqs))' "$EXTRAS" > /tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt \
+ && rm /tmp/requirements.txt
+COPY README.md ./
 COPY dataset ./dataset
 COPY model ./model
 COPY study ./study
-RUN pip install --no-deps . && rm -rf build *.egg-info
+RUN --mount=type=cache,target=/root/.cache/pip pip install --no-deps . && rm -rf build *.egg-info
 
 USER facehpo
 WORKDIR /home/facehpo

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
-SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
+SCHEMA = ROOT / "tests" / "schemas" / "compose-spec.json"  # the Compose Specification's schema, kept here: a clone has no ../shared
 
 GPU_COMMANDS = ("worker", "final")            # commands that train: need a GPU
 DB_COMMANDS = ("init", "worker", "fine", "final")

@@ -4,6 +4,7 @@ Each invariant also gets a broken copy, to show its check can fail."""
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -257,17 +258,44 @@ def test_image_copies_every_package():
     """A package added to pyproject.toml but not COPYed would be missing from the image."""
     import tomllib
 
-    packages = tomllib.loads((cf.ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    found = tomllib.loads((cf.ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    packages = [p for p in found["find"]["include"] if "." not in p] if isinstance(found, dict) else found
     copied = _copied(cf.DOCKERFILE.read_text())
     assert sorted(p for p in copied if (cf.ROOT / p).is_dir()) == sorted(packages)
     assert {"pyproject.toml", "README.md"} <= set(copied)
 
 
+def _requirements_step(extras: str) -> list[str]:
+    """The Dockerfile's dependency layer: the python3 -c program that lists what to install."""
+    import shlex
+    import subprocess
+    import sys
+
+    text = re.sub(r"\\\n", "", cf.DOCKERFILE.read_text())
+    program = shlex.split(re.search(r"python3 -c ('[^']*')", text).group(1))[0]
+    out = subprocess.run([sys.executable, "-c", program, extras], cwd=cf.ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    return out.split()
+
+
+def test_image_dependency_layer_lists_the_requirements():
+    """EXTRAS=gpu adds the gpu extra; EXTRAS=cpu swaps tensorflow for tensorflow-cpu; the
+    project's other requirements are the same in all three."""
+    import tomllib
+
+    project = tomllib.loads((cf.ROOT / "pyproject.toml").read_text())["project"]
+    deps, (tf,) = project["dependencies"], [d for d in project["dependencies"] if d.startswith("tensorflow>")]
+    assert _requirements_step("") == deps
+    assert _requirements_step("gpu") == deps + project["optional-dependencies"]["gpu"]
+    cpu = _requirements_step("cpu")
+    assert "tensorflow-cpu" + tf[len("tensorflow"):] in cpu and tf not in cpu
+    assert sorted(set(cpu) - {"tensorflow-cpu" + tf[len("tensorflow"):]}) == sorted(set(deps) - {tf})
+
+
 @pytest.mark.slow
 def test_image_pip_steps_build(tmp_path):
-    """The Dockerfile's two pip steps, run as wheel builds without Docker: the stub-package
-    step (dependencies layer) and the real one, whose wheel must hold every module, the
-    SQL files and the `facehpo` entry point."""
+    """The Dockerfile's last pip step, run as a wheel build without Docker: the wheel must
+    hold every module, the SQL files and the `facehpo` entry point."""
     import shutil
     import subprocess
     import sys
@@ -279,18 +307,30 @@ def test_image_pip_steps_build(tmp_path):
                        check=True, capture_output=True, text=True, timeout=600)
         return zipfile.ZipFile(next(out.glob("facehpo-*.whl")))
 
-    stub, real = tmp_path / "stub", tmp_path / "real"
-    for d in (stub, real):
-        d.mkdir()
-        for f in ("pyproject.toml", "README.md"):
-            shutil.copy(cf.ROOT / f, d / f)
+    real = tmp_path / "real"
+    real.mkdir()
+    for f in ("pyproject.toml", "README.md"):
+        shutil.copy(cf.ROOT / f, real / f)
     for pkg in ("dataset", "model", "study"):
-        (stub / pkg).mkdir()
-        (stub / pkg / "__init__.py").touch()
         shutil.copytree(cf.ROOT / pkg, real / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     expected = {str(p.relative_to(real)) for p in real.rglob("*") if p.suffix in (".py", ".sql")}
-    assert "study/__init__.py" in wheel(stub).namelist()
     names = set(wheel(real).namelist())
     assert expected and expected <= names, sorted(expected - names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "facehpo = study.cli:main" in zipfile.ZipFile(next((tmp_path / "dist-real").glob("*.whl"))).read(entry).decode()
+
+
+def test_cpu_override_builds_the_cpu_image_and_drops_every_gpu_reservation(raw):
+    """docker-compose.cpu.yml (for users and the docker tests): schema-valid, EXTRAS=cpu for
+    every service that builds the image, `deploy: !reset` for every one that reserves a GPU."""
+    import yaml
+
+    text = (cf.ROOT / "docker-compose.cpu.yml").read_text()
+    override = yaml.load(text, Loader=cf._OverrideLoader)
+    assert cf.schema_errors(override) == []
+    builds = {n for n, s in raw["services"].items() if "build" in s}
+    gpus = {n for n, s in raw["services"].items() if "deploy" in s}
+    svc = override["services"]
+    assert {n for n in svc if svc[n]["build"]["args"] == {"EXTRAS": "cpu"}} == builds
+    assert {n for n in svc if "deploy" in svc[n]} == gpus and all(svc[n]["deploy"] == {} for n in gpus)
+    assert text.count("deploy: !reset {}") == len(gpus)  # written out: through an alias Compose ignores it

@@ -1,12 +1,12 @@
 """docker-compose.yml played as local processes against the real PostgreSQL server.
 
-No Docker engine runs here, so this is the closest check of the compose file's commands
-and environment: each service's entrypoint + command + environment, interpolated with
-tiny budgets, its volumes and secrets mapped to temporary folders and its `db` host to
+A check of the compose file's commands and environment without an engine (the real stack
+runs in tests/docker/test_stack.py): each service's entrypoint + command + environment,
+interpolated with tiny budgets, its volumes and secrets mapped to temporary folders and its `db` host to
 the test server, run in the order its depends_on graph gives, with --profile final and
 two replicas of each worker service (like `docker compose --profile final up
 --scale worker=2 --scale worker-fine=2`). What this does NOT exercise: the image build,
-the GPU reservations, Compose itself.
+the GPU reservations, Compose itself (tests/docker/ does, except the GPUs).
 """
 from __future__ import annotations
 
