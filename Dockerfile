@@ -8,6 +8,7 @@
 #   CPU:           docker build --build-arg EXTRAS=cpu -t facehpo:cpu .
 #                  `cpu` is no pyproject extra: it swaps `tensorflow` for TensorFlow's
 #                  CPU-only build, `tensorflow-cpu` (smaller, and no CUDA start-up errors).
+#   More extras:   a comma list, e.g. --build-arg EXTRAS=gpu,gp (GPSampler's PyTorch)
 #   Other base:    --build-arg BASE=...  (any Debian/Ubuntu image with python3.11 and pip)
 ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE}
