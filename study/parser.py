@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     work = _parent(WorkerConfig, skip=("study",))
     model = argparse.ArgumentParser(add_help=False)  # train / sanity: model/ has no study options
     model.add_argument("--model", type=int, choices=(1, 2), default=1, help="the report's Model 1 or 2")
-    model.add_argument("--seed", type=int, default=0)
+    model.add_argument("--seed", type=int, default=0, metavar="S", help="weights, dropout and data order")
 
     p = _Parser(prog="facehpo", description="Hyperparameter search for the report's face / non-face "
                 "CNN: Optuna studies (coarse -> fine -> final), workers, reports. Precedence for "
@@ -79,20 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="build crop files").add_subparsers(dest="what", required=True)
     b = d.add_parser("build", parents=[common], help="FDDB -> face / non-face crops (.npz + .json)")
-    b.add_argument("--fddb", required=True, help="FDDB root (FDDB-folds/, originalPics/)")
-    b.add_argument("--out", required=True, help="output .npz")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--fddb", required=True, metavar="DIR", help="FDDB root (FDDB-folds/, originalPics/)")
+    b.add_argument("--out", required=True, metavar="FILE", help="output .npz")
+    b.add_argument("--seed", type=int, default=0, metavar="S", help="the split of images and the non-face windows")
     b.add_argument("--skip-bad", action="store_true", help="skip unreadable images and count them")
     b.set_defaults(func="data_build")
     s = d.add_parser("sample", parents=[common], help="write the built-in sample to a file")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, metavar="FILE", help="output .npz")
     s.set_defaults(func="data_sample")
 
     t = sub.add_parser("train", parents=[common, data, model], help="train once and print val accuracy")
-    t.add_argument("--lr", type=lambda x: _number(x, False), required=True)
-    t.add_argument("--reg", type=lambda x: _number(x, True), required=True)
-    t.add_argument("--epochs", type=positive, default=5)
-    t.add_argument("--batch-size", type=positive, default=20)
+    t.add_argument("--lr", type=lambda x: _number(x, False), required=True, metavar="X", help="learning rate (> 0)")
+    t.add_argument("--reg", type=lambda x: _number(x, True), required=True, metavar="Y",
+                   help="L2 regularization strength (>= 0)")
+    t.add_argument("--epochs", type=positive, default=5, metavar="E")
+    t.add_argument("--batch-size", type=positive, default=20, metavar="B")
     t.set_defaults(func="train")
 
     sa = sub.add_parser("sanity", parents=[common, data, model],
@@ -147,12 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     rr = dbp.add_parser("reader-role", parents=[common, db],
                         help="create a role that can only SELECT the views (PostgreSQL; password "
                         "from env FACEHPO_READER_PASSWORD)")
-    rr.add_argument("--role", default="facehpo_reader")
+    rr.add_argument("--role", default="facehpo_reader", metavar="ROLE")
     rr.set_defaults(func="db_reader_role")
 
     r = sub.add_parser("report", parents=[common, db, name], help="top-10 table; --html for a page")
-    r.add_argument("--study")
-    r.add_argument("--html", metavar="DIR")
+    r.add_argument("--study", metavar="STUDY", help="print this study's top-10 table")
+    r.add_argument("--html", metavar="DIR", help="write one HTML page of run NAME into DIR")
     r.set_defaults(func="report")
     return p
 
