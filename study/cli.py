@@ -244,6 +244,14 @@ def cmd_pipeline(args) -> int:
     return 0
 
 
+def cmd_delete(args) -> int:
+    from study.stages import delete_study
+
+    n = delete_study(_storage(args), args.study)
+    print(f"deleted study {args.study} and its {n} trial(s)")
+    return 0
+
+
 def cmd_report(args) -> int:
     from study import storage as db
     from study.results import study_report
@@ -306,7 +314,7 @@ COMMANDS = {"data_build": cmd_data_build, "data_sample": cmd_data_sample, "train
             "sanity": cmd_sanity, "init": cmd_init, "worker": cmd_worker, "narrow": cmd_narrow,
             "fine": cmd_fine,
             "final": cmd_final, "pipeline": cmd_pipeline, "db_views": cmd_db_views,
-            "db_reader_role": cmd_db_reader_role, "report": cmd_report}
+            "db_reader_role": cmd_db_reader_role, "delete": cmd_delete, "report": cmd_report}
 
 
 if __name__ == "__main__":

@@ -151,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--role", default="facehpo_reader", metavar="ROLE")
     rr.set_defaults(func="db_reader_role")
 
+    de = sub.add_parser("delete", parents=[common, db],
+                        help="delete a study and its trials (to re-create it with other settings)")
+    de.add_argument("--study", required=True, metavar="STUDY")
+    de.set_defaults(func="delete")
+
     r = sub.add_parser("report", parents=[common, db, name], help="top-10 table; --html for a page")
     r.add_argument("--study", metavar="STUDY", help="print this study's top-10 table")
     r.add_argument("--html", metavar="DIR", help="write one HTML page of run NAME into DIR")

@@ -122,7 +122,7 @@ def _create(storage, name: str, attrs: dict, configs: list[dict], extra: list[di
                     if k != "facehpo_version" and had.get(k) != v]
             if diff:
                 raise SetupError(f"study {name!r} exists with other settings ({'; '.join(diff)}): "
-                                 "choose another --name, or delete it")
+                                 f"choose another --name, or delete it first (facehpo delete --study {name})")
         else:
             study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
             with warnings.catch_warnings():  # experimental since Optuna 3.2, unchanged since
@@ -247,3 +247,24 @@ def create_final(storage, name: str | None, epochs: int = 50, source: str | None
     extra = [{"seed": best.user_attrs.get("seed", pa["seed"]), "source_study": parent.study_name,
               "source_trial": best.number}]
     return _create(storage, study_name(name, "final"), attrs, [dict(best.params)], extra)
+
+
+def delete_study(storage, name: str) -> int:
+    """Delete study `name` with its trials (Optuna's delete_study); how many trials it had.
+    Refused while a trial of it is RUNNING: stop its workers first. Files under --out stay."""
+    study = db.load(storage, name)
+    trials = study.get_trials(deepcopy=False)
+    running = [t.number for t in trials if t.state == TrialState.RUNNING]
+    if running:
+        raise SetupError(f"study {name!r} has {len(running)} RUNNING trial(s) (e.g. {running[:5]}): "
+                         "stop its workers first")
+    children = [s for s in db.study_names(storage) if s != name
+                and db.load(storage, s).user_attrs.get("parent") == name]
+    optuna.delete_study(study_name=name, storage=storage)
+    if children:
+        import logging
+
+        logging.getLogger(__name__).warning("studies %s were derived from %s; their lineage still names it",
+                                            ", ".join(children), name)
+    return len(trials)
+

@@ -175,3 +175,20 @@ def test_unknown_study_names_what_exists(storage):
 def test_bad_stage_config(kw):
     with pytest.raises(SetupError):
         StageConfig(**kw)
+
+
+def test_delete_removes_a_study_so_init_can_recreate_it_bigger(storage):
+    from study.stages import delete_study
+
+    study = create_coarse(storage, StageConfig(name="del", trials=2, epochs=1), META)
+    with pytest.raises(SetupError, match="exists with other settings.*n_trials 2 != 4"):
+        create_coarse(storage, StageConfig(name="del", trials=4, epochs=1), META)
+    running = _pop(study)
+    with pytest.raises(SetupError, match="1 RUNNING trial"):
+        delete_study(storage, "del-coarse")
+    study.tell(running, 0.5)
+    assert delete_study(storage, "del-coarse") == 2
+    assert not db.exists(storage, "del-coarse")
+    assert len(create_coarse(storage, StageConfig(name="del", trials=4, epochs=1), META).trials) == 4
+    with pytest.raises(SetupError, match="no study named 'del-fine'"):
+        delete_study(storage, "del-fine")
