@@ -83,6 +83,14 @@ def datasets(crops: CropSet, batch_size: int = 20, seed: int = 0):
     return train, val
 
 
+def ordered_batches(crops: CropSet, split: str, order, batch_size: int = 20):
+    """Batches of one split in `order` (an index array: the trainer's epoch order), fed
+    inline on CPU like every other dataset here. Keras's own NumPy adapter under TensorFlow
+    runs a prefetching tf.data pipeline, whose feed thread fought the two compute threads."""
+    x, y = normalized(crops, split)
+    return _batched(x, y, batch_size, order=np.asarray(order, np.int64))
+
+
 def split_dataset(crops: CropSet, split: str = "test", batch_size: int = 20, *,
                   normalize: bool = True):
     """One split in file order. With normalize=False x is float32 raw 0..255 pixels
@@ -95,7 +103,8 @@ def split_dataset(crops: CropSet, split: str = "test", batch_size: int = 20, *,
     return _batched(x, y, batch_size)
 
 
-def _batched(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None):
+def _batched(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None,
+             order: np.ndarray | None = None):
     import tensorflow as tf
 
     if batch_size < 1:
@@ -104,7 +113,7 @@ def _batched(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | 
     if n == 0:
         raise ValueError("empty split: no crops to feed")
     xt, yt = _constant(x), _constant(y)   # (n, 60, 60, 3) float32, (n,) int32
-    idx = tf.data.Dataset.range(n)
+    idx = tf.data.Dataset.range(n) if order is None else tf.data.Dataset.from_tensor_slices(order)
     if shuffle_seed is not None:
         idx = idx.shuffle(n, seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = idx.batch(batch_size).map(lambda i: (tf.gather(xt, i), tf.gather(yt, i)))

@@ -30,7 +30,7 @@ import numpy as np
 import keras
 
 from dataset.archive import CropSet
-from dataset.pipeline import normalized
+from dataset.pipeline import normalized, ordered_batches, split_dataset
 from model import compiled
 from model.cnn import ModelConfig
 from model.errors import ModelError
@@ -160,9 +160,14 @@ def _run(crops, members, train_cfg: TrainConfig, on_epoch, conv: str = "auto"):
         t0 = time.perf_counter()
         order = epoch_order(train_cfg.data_seed, epoch, len(y))
         try:
-            pack.fit(x[order], y[order], batch_size=train_cfg.batch_size, epochs=1,
-                     shuffle=False, verbose=0)
-            probs = pack.predict(xv, batch_size=max(train_cfg.batch_size, 200), verbose=0)
+            if keras.backend.backend() == "tensorflow":  # the inline tf.data feed (dataset/pipeline.py)
+                pack.fit(ordered_batches(crops, "train", order, train_cfg.batch_size), epochs=1,
+                         verbose=0)
+                probs = pack.predict(split_dataset(crops, "val", train_cfg.batch_size), verbose=0)
+            else:  # NumPy, batch by batch: no feed thread either
+                pack.fit(x[order], y[order], batch_size=train_cfg.batch_size, epochs=1,
+                         shuffle=False, verbose=0)
+                probs = pack.predict(xv, batch_size=train_cfg.batch_size, verbose=0)
         except Exception as e:
             if not _out_of_memory(e):
                 raise
