@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from study import storage as db
 from study.errors import SetupError
 from study.locks import Lock
-from study.options import epoch_progress, model_variant, option, out_dir, run_name, seed
+from study.options import epoch_progress, model_variant, option, out_dir, pack, run_name, seed
 from study.pruning import PRUNERS
 from study.queue import Queue
 from study.space import NarrowRule
@@ -55,6 +55,7 @@ class PipelineConfig:
     epoch_progress: bool = epoch_progress()
     pruner: str = option("none", flag="--pruner", choices=PRUNERS,
                          help="the coarse and fine studies' pruner, stored on each")
+    pack: str = pack()
 
     def __post_init__(self):
         if self.profile not in PROFILES:
@@ -102,7 +103,8 @@ def run_pipeline(storage, crops, cfg: PipelineConfig, device: str = "CPU") -> li
             print(f"== {stage}: {study.study_name}, {study.user_attrs['n_trials']} trial(s) x "
                   f"{study.user_attrs['epochs']} epochs", file=sys.stderr, flush=True)
             summary = run_worker(storage, crops, WorkerConfig(
-                study=study.study_name, out_dir=cfg.out_dir, epoch_progress=cfg.epoch_progress),
+                study=study.study_name, out_dir=cfg.out_dir, epoch_progress=cfg.epoch_progress,
+                pack=cfg.pack),
                 device=device)
             summaries.append(summary)
             if summary.interrupted:

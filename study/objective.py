@@ -54,33 +54,62 @@ class Objective:
         self.crops, self.cfg, self.info = crops, cfg, info
 
     def __call__(self, trial) -> float:
+        """One trial alone (K = 1): its value, or TrialFailed / TrialPruned."""
+        model_cfg, chosen = self._prepare(trial, 0, 1)
+        result, model = self.fit(self.crops, model_cfg, self._train_cfg(chosen["seed"]),
+                                 pruning_hook([trial]) if self.cfg.pruning else None)
+        value, state = self._record(trial, result)
+        if state == "pruned":
+            import optuna
+
+            raise optuna.TrialPruned(f"pruned at epoch {len(result.history)}")
+        if state == "failed":
+            raise TrialFailed(result.fail_reason)
+        self.finish(trial, result, model, chosen)
+        return value
+
+    def run_pack(self, trials: list, check=None) -> list[tuple[float | None, str]]:
+        """Search trials trained together as one packed model (model.train.train_pack):
+        (value, "complete" | "failed" | "pruned") per trial. Each trial's per-epoch val
+        accuracy is reported to it; `check()` runs at the end of every epoch (the worker's
+        signal check) and anything it raises passes through with every trial still RUNNING."""
+        from model.train import train_pack
+
+        prepared = [self._prepare(t, slot, len(trials)) for slot, t in enumerate(trials)]
+        hook = pruning_hook(trials, check, prune=self.cfg.pruning)
+        results = train_pack(self.crops, [(m, c["seed"]) for m, c in prepared],
+                             self._train_cfg(0), hook)
+        return [self._record(t, r) for t, r in zip(trials, results)]
+
+    def _prepare(self, trial, slot: int, size: int):
+        """Suggest lr and reg (the enqueued values), record who trains it: (ModelConfig, chosen)."""
+        from model.cnn import ModelConfig
+
         dists = SearchSpace.from_dict(self.cfg.space).distributions()
         lr = trial.suggest_float("lr", dists["lr"].low, dists["lr"].high, log=True)
         reg = trial.suggest_float("reg", dists["reg"].low, dists["reg"].high, log=True)
         seed = int(trial.user_attrs.get("seed", trial.number))
         for key, value in (("worker", self.info.worker), ("host", self.info.host),
-                           ("device", self.info.device), ("epochs", self.cfg.epochs)):
+                           ("device", self.info.device), ("epochs", self.cfg.epochs),
+                           ("pack_size", size), ("pack_slot", slot)):
             trial.set_user_attr(key, value)
+        return ModelConfig(variant=self.cfg.model, lr=lr, reg=reg), {"lr": lr, "reg": reg, "seed": seed}
 
-        import optuna
-
-        from model.cnn import ModelConfig
+    def _train_cfg(self, seed: int):
         from model.train import TrainConfig
 
-        result, model = self.fit(self.crops, ModelConfig(variant=self.cfg.model, lr=lr, reg=reg),
-                                 TrainConfig(epochs=self.cfg.epochs, batch_size=self.cfg.batch_size,
-                                             seed=seed, progress=self.cfg.progress,
-                                             data_seed=self.cfg.seed),
-                                 pruning_hook([trial]) if self.cfg.pruning else None)
+        return TrainConfig(epochs=self.cfg.epochs, batch_size=self.cfg.batch_size, seed=seed,
+                           progress=self.cfg.progress, data_seed=self.cfg.seed)
+
+    def _record(self, trial, result) -> tuple[float | None, str]:
         trial.set_user_attr("history", result.to_dict()["history"])
         if result.pruned:
-            raise optuna.TrialPruned(f"pruned at epoch {len(result.history)}")
+            return None, "pruned"
         if not result.ok:
             trial.set_user_attr("fail_reason", result.fail_reason)
-            raise TrialFailed(result.fail_reason)
+            return None, "failed"
         trial.set_user_attr("val_loss", result.val_loss)
-        self.finish(trial, result, model, {"lr": lr, "reg": reg, "seed": seed})
-        return result.val_accuracy
+        return result.val_accuracy, "complete"
 
     def fit(self, crops, model_cfg, train_cfg, on_epoch):
         """(TrainResult, the model or None): every trial runs on the worker's kept compiled
@@ -93,16 +122,18 @@ class Objective:
         """After a successful training; the final stage saves and publishes here."""
 
 
-def pruning_hook(trials: list):
+def pruning_hook(trials: list, check=None, prune: bool = True):
     """model.train's on_epoch hook for these trials (one per slot): report each slot's
     val accuracy at step epoch - 1 (as Optuna's Keras callback did) and return the slots
-    whose trial the pruner prunes."""
+    whose trial the pruner prunes (none with prune=False). `check()` runs first."""
     def hook(epoch: int, shown: list) -> set[int]:
-        prune = set()
+        if check is not None:
+            check()
+        stop = set()
         for slot, (trial, m) in enumerate(zip(trials, shown)):
             if m is not None:
                 trial.report(m.val_accuracy, epoch - 1)
-                if trial.should_prune():
-                    prune.add(slot)
-        return prune
+                if prune and trial.should_prune():
+                    stop.add(slot)
+        return stop
     return hook

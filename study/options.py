@@ -148,5 +148,11 @@ def out_dir():
     return option(Path("runs"), flag="--out", env="FACEHPO_OUT", metavar="DIR", help="output folder")
 
 
+def pack():
+    return option("auto", flag="--pack", env="FACEHPO_PACK", kind="str", metavar="K",
+                  help="trials trained together as one model: a number, or auto (1 on a CPU, "
+                       "16 on a GPU); the final stage always runs alone")
+
+
 def epoch_progress():
     return option(False, flag="--epoch-progress", help="a line per epoch")

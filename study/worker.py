@@ -10,9 +10,17 @@ of the current epoch: that trial is failed with its reason and re-queued at once
 (`reconnect_attempts`); the trial it cut short is re-queued once the database is back. A
 setup failure inside a trial (full disk, unwritable output) re-queues that trial too,
 then stops the worker.
+
+With `--pack K` (FACEHPO_PACK) the worker takes up to K WAITING trials, one pop at a
+time as above, and trains them together as one packed model (model/packed.py), each
+with its own heartbeat, intermediate values and outcome; whatever stops the pack (a
+signal at the end of an epoch, a lost database, a killed process) re-queues all of its
+trials. `auto` is 1 on a CPU (bench_pack.py found no gain there) and AUTO_GPU_PACK on a
+GPU. The final stage's one trial always runs alone.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import warnings
@@ -26,7 +34,7 @@ from study import dberrors, pruning
 from study import storage as db
 from study.errors import SetupError, TrialFailed
 from study.objective import ObjectiveConfig, WorkerInfo
-from study.options import epoch_progress, option, out_dir
+from study.options import epoch_progress, option, out_dir, pack
 from study.queue import Heartbeat, Queue, Taken
 from study.signals import Checked, Interrupted, Signals
 
@@ -44,6 +52,23 @@ class WorkerConfig:
     epoch_progress: bool = epoch_progress()
     reconnect_attempts: int = 8     # retries after losing the database mid-run, then SetupError
     reconnect_backoff: float = 1.0  # seconds before the first retry, doubled each time (max 30)
+    pack: str = pack()
+
+
+AUTO_GPU_PACK = 16  # not yet measured on a GPU (BENCHMARKS.md): set FACEHPO_PACK there
+
+
+def pack_size(text: str, device: str, stage: str) -> int:
+    """K for `--pack TEXT` on `device` for a study of `stage` (SetupError if TEXT is neither
+    a positive integer nor auto)."""
+    text = str(text).strip().lower()
+    if text == "auto":
+        k = 1 if device == "CPU" else AUTO_GPU_PACK
+    elif text.isdigit() and int(text) >= 1:
+        k = int(text)
+    else:
+        raise SetupError(f"--pack / FACEHPO_PACK must be a positive integer or auto, got {text!r}")
+    return 1 if stage == "final" else k
 
 
 @dataclass(frozen=True)
@@ -94,12 +119,13 @@ def run_worker(storage, crops, cfg: WorkerConfig, device: str = "CPU",
     check_data(study, crops)
     study.pruner = pruning.of_study(study.user_attrs)  # the study's own, the same on every worker
     ocfg = ObjectiveConfig.from_study(study.user_attrs, cfg.out_dir / cfg.study, cfg.epoch_progress)
+    k = pack_size(cfg.pack, device, ocfg.stage)  # a bad value fails before TensorFlow loads
     if objective_factory is None:
         from study.final import objective_class
 
         objective_factory = objective_class(ocfg.stage)
         _warm_up(crops)
-    loop = _Loop(storage, study, cfg, objective_factory(crops, ocfg, WorkerInfo.here(cfg.worker_id, device)))
+    loop = _Loop(storage, study, cfg, objective_factory(crops, ocfg, WorkerInfo.here(cfg.worker_id, device)), k)
     with Signals() as signals, warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -109,11 +135,11 @@ def run_worker(storage, crops, cfg: WorkerConfig, device: str = "CPU",
 class _Loop:
     """The worker's loop over one study: ask the queue, train, tell, count."""
 
-    def __init__(self, storage, study: optuna.Study, cfg: WorkerConfig, objective):
-        self.storage, self.study, self.cfg, self.objective = storage, study, cfg, objective
+    def __init__(self, storage, study: optuna.Study, cfg: WorkerConfig, objective, k: int = 1):
+        self.storage, self.study, self.cfg, self.objective, self.k = storage, study, cfg, objective, k
         self.queue = Queue(storage, study)
         self.done = {TrialState.COMPLETE: 0, TrialState.FAIL: 0, TrialState.PRUNED: 0}
-        self.current: int | None = None  # the id of the trial being trained
+        self.current: list[int] = []  # the ids of the trials being trained
         self.total = study.user_attrs.get("n_trials", "?")
 
     def summary(self, interrupted: str | None = None) -> WorkerSummary:
@@ -122,30 +148,34 @@ class _Loop:
                              d[TrialState.PRUNED], interrupted=interrupted)
 
     def run(self, signals: Signals) -> WorkerSummary:
-        lost, failures = None, 0  # lost: the trial a lost connection cut short
+        lost, failures = None, 0  # lost: the trials a lost connection cut short
         try:
             while True:
                 try:
-                    if lost is not None:
-                        self.queue.requeue(lost, "the worker lost the database during the trial; re-queued")
-                        lost = None
+                    for trial_id in lost or ():
+                        self.queue.requeue(trial_id, "the worker lost the database during the trial; re-queued")
+                    lost = None
                     if not self.step(signals):
                         return self.summary()
                     failures = 0
                 except Exception as e:
-                    trial_id, self.current = self.current, None
+                    trial_ids, self.current = self.current, []
                     if dberrors.is_transient(e):
-                        lost = lost if lost is not None else trial_id
+                        lost = lost or trial_ids
                         failures += 1
                         self._wait_for_database(failures, e, signals)
-                    elif trial_id is not None and self.queue.retried(trial_id):
+                        continue
+                    retried = [t for t in trial_ids if self.queue.retried(t)]
+                    for trial_id in retried:
                         log.warning("trial id %d was failed as stale by another worker while this one "
                                     "trained it; its retry is queued (raise FACEHPO_GRACE_PERIOD)", trial_id)
-                    else:
+                    if trial_ids and len(retried) == len(trial_ids):
+                        continue
+                    for trial_id in set(trial_ids) - set(retried):
                         self.queue.give_back(trial_id, _one_line(e))
-                        raise
+                    raise
         except Interrupted as e:
-            for trial_id in {self.current, lost} - {None}:
+            for trial_id in set(self.current) | set(lost or ()):
                 try:
                     self.queue.requeue(trial_id, f"interrupted by {e}; re-queued")
                 except Exception as err:  # database away: the stale-trial check re-queues it later
@@ -154,16 +184,25 @@ class _Loop:
             return self.summary(interrupted=str(e))
 
     def step(self, signals: Signals) -> bool:
-        """Train one WAITING trial, or wait while others train; False once none is left."""
-        self.current = None
+        """Train up to K WAITING trials, or wait while others train; False once none is left."""
+        self.current = []
         signals.check()
         self.queue.check_stale()
-        taken = self.queue.pop()
-        if taken is not None:
-            self.current = taken.trial_id
-            self.train(taken, signals)
-            self.current = None
-            self.report(taken)
+        taken: list[Taken] = []
+        while len(taken) < self.k:  # the same exact-budget pop, once per trial
+            one = self.queue.pop()
+            if one is None:
+                break
+            taken.append(one)
+            self.current.append(one.trial_id)
+        if taken:
+            if self.k == 1:
+                self.train(taken[0], signals)
+            else:
+                self.train_pack(taken, signals)
+            self.current = []
+            for one in taken:
+                self.report(one)
             return True
         # Nothing WAITING: trials failed as stale come back as WAITING copies, and RUNNING
         # ones may yet (their worker may be killed); the study is drained when neither is left.
@@ -188,6 +227,25 @@ class _Loop:
                 value, state = None, TrialState.PRUNED
         # a trial failed as stale meanwhile cannot be told: ValueError, and the loop warns
         self.study.tell(taken.trial, value, state=state)
+
+    def train_pack(self, taken: list[Taken], signals: Signals) -> None:
+        """The trials trained together (objective.run_pack), each with its heartbeat, each
+        told its own outcome. An exception (a signal at the end of an epoch, a lost
+        database) leaves them all RUNNING, for the loop to re-queue."""
+        states = {"complete": TrialState.COMPLETE, "failed": TrialState.FAIL, "pruned": TrialState.PRUNED}
+        with contextlib.ExitStack() as beats:
+            for one in taken:
+                beats.enter_context(Heartbeat(self.storage, one.trial_id))
+            outcomes = self.objective.run_pack([Checked(one.trial, signals) for one in taken],
+                                               check=signals.check)
+        for one, (value, state) in zip(taken, outcomes):
+            try:
+                self.study.tell(one.trial, value, state=states[state])
+            except ValueError:  # failed as stale meanwhile: tell the others all the same
+                if not self.queue.retried(one.trial_id):
+                    raise
+                log.warning("trial id %d was failed as stale by another worker while this one "
+                            "trained it; its retry is queued (raise FACEHPO_GRACE_PERIOD)", one.trial_id)
 
     def report(self, taken: Taken) -> None:
         """Count the trial just run and print its line: state and value from the database,
