@@ -86,3 +86,15 @@ def test_interrupted_run_leaves_the_kept_model_usable(tiny_crops):
     kept = train(tiny_crops, cfg, TWO)
     compiled.forget()
     assert metrics(kept) == metrics(train(tiny_crops, cfg, TWO))
+
+
+def test_the_last_two_graphs_stay_kept(tiny_crops, traces):
+    """A stage's short last pack does not cost the next stage's full packs a new trace."""
+    compiled.forget()
+    two = [(ModelConfig(), 1), (ModelConfig(), 2)]
+    train_pack(tiny_crops, two, TWO)
+    full = compiled.current()
+    train(tiny_crops, ModelConfig(), TWO)  # K = 1: another graph
+    count = traces[0]
+    train_pack(tiny_crops, two, TWO)
+    assert compiled.current() is full and traces[0] == count

@@ -17,6 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # JAX compiles every pack afresh: 4-8 minutes on the 2-core machine
 def test_packed_model_under_jax(tmp_path):
     if importlib.util.find_spec("jax") is None:
         if os.environ.get("CI", "").lower() == "true":
