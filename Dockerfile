@@ -11,9 +11,22 @@
 #   More extras:   a comma list, e.g. --build-arg EXTRAS=gpu,gp (GPSampler's PyTorch)
 #   Other base:    --build-arg BASE=...  (any Debian/Ubuntu image with python3.11 and pip)
 ARG BASE=python:3.11-slim-bookworm
-FROM ${BASE}
 
+# What to install: the project's requirements plus those of EXTRAS, read from pyproject.toml.
+# A stage of its own, so that editing pyproject.toml elsewhere (test extras, tool settings)
+# leaves the dependency layer below cached: it changes only when this list does.
+FROM ${BASE} AS requirements
 ARG EXTRAS=gpu
+COPY pyproject.toml /tmp/
+RUN python3 -c 'import sys, tomllib; \
+p = tomllib.load(open("/tmp/pyproject.toml", "rb"))["project"]; \
+extras = [e for e in sys.argv[1].split(",") if e]; \
+reqs = [("tensorflow-cpu" + r[len("tensorflow"):] if "cpu" in extras else r) \
+        if r.startswith("tensorflow>") else r for r in p["dependencies"]]; \
+reqs += [r for e in extras if e != "cpu" for r in p["optional-dependencies"][e]]; \
+print("\n".join(reqs))' "$EXTRAS" > /tmp/requirements.txt
+
+FROM ${BASE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -27,20 +40,10 @@ RUN useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin fac
  && chown facehpo:facehpo /data /out
 
 WORKDIR /opt/facehpo
-# Dependencies first, in their own layer, from pyproject.toml alone: source edits do not
-# reinstall TensorFlow. The requirements are the project's plus those of EXTRAS.
-COPY pyproject.toml ./
-RUN --mount=type=cache,target=/root/.cache/pip \
-    python3 -c 'import sys, tomllib; \
-p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-extras = [e for e in sys.argv[1].split(",") if e]; \
-reqs = [("tensorflow-cpu" + r[len("tensorflow"):] if "cpu" in extras else r) \
-        if r.startswith("tensorflow>") else r for r in p["dependencies"]]; \
-reqs += [r for e in extras if e != "cpu" for r in p["optional-dependencies"][e]]; \
-print("\n".join(reqs))' "$EXTRAS" > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt \
- && rm /tmp/requirements.txt
-COPY README.md ./
+# Dependencies first, in their own layer: source edits do not reinstall TensorFlow.
+COPY --from=requirements /tmp/requirements.txt /tmp/
+RUN --mount=type=cache,target=/root/.cache/pip pip install -r /tmp/requirements.txt
+COPY pyproject.toml README.md ./
 COPY dataset ./dataset
 COPY model ./model
 COPY study ./study

@@ -273,7 +273,9 @@ def _requirements_step(extras: str) -> list[str]:
 
     text = re.sub(r"\\\n", "", cf.DOCKERFILE.read_text())
     program = shlex.split(re.search(r"python3 -c ('[^']*')", text).group(1))[0]
-    out = subprocess.run([sys.executable, "-c", program, extras], cwd=cf.ROOT, check=True,
+    assert "/tmp/pyproject.toml" in program  # where the requirements stage COPYs it
+    program = program.replace("/tmp/pyproject.toml", str(cf.ROOT / "pyproject.toml"))
+    out = subprocess.run([sys.executable, "-c", program, extras], check=True,
                          capture_output=True, text=True).stdout
     return out.split()
 
