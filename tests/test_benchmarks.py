@@ -17,7 +17,8 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = sorted(p.stem for p in BENCH.glob("bench_*.py"))
 NEEDS_PG = {"bench_overhead", "bench_pruning", "bench_workers", "bench_memory"}
-EXTRA_ARGS = {"bench_gpu": ["--workers", "1"]}  # the whole path, one worker (time budget)
+# bench_gpu: the whole path, one worker (time budget); bench_pack: its report-budget path too, scaled down
+EXTRA_ARGS = {"bench_gpu": ["--workers", "1"], "bench_pack": ["--report-budget"]}
 EXPECT = {"bench_gpu": "1 worker(s): 2 trials", "bench_memory": "RSS MB after trial: 1:",
           "bench_pruning": "plot: benchmarks/out/pruning-dry-run.png"}
 
