@@ -17,7 +17,7 @@ from pathlib import Path
 
 from study.coordinator import PipelineConfig
 from study.options import resolve
-from study.parser import EXIT_ARGS, DataChoice, build_parser
+from study.parser import DataChoice, build_parser
 from study.stages import StageConfig
 from study.storage import StorageConfig
 from study.worker import WorkerConfig
