@@ -123,17 +123,29 @@ class Objective:
 
 
 def pruning_hook(trials: list, check=None, prune: bool = True):
-    """model.train's on_epoch hook for these trials (one per slot): report each slot's
-    val accuracy at step epoch - 1 (as Optuna's Keras callback did) and return the slots
-    whose trial the pruner prunes (none with prune=False). `check()` runs first."""
+    """model.train's on_epoch hook for these trials (one per slot): each slot's epoch end
+    goes through optuna_integration's KerasPruningCallback of its own trial, which reports
+    the val accuracy at step epoch - 1 and raises TrialPruned when the study's pruner says
+    so; the hook returns those slots (a pack trains on: only they stop). With prune=False
+    it only reports. `check()` runs first."""
+    import optuna
+    from optuna_integration.keras import KerasPruningCallback  # imports Keras: lazily
+
+    callbacks = [KerasPruningCallback(trial, "val_accuracy") for trial in trials]
+
     def hook(epoch: int, shown: list) -> set[int]:
         if check is not None:
             check()
         stop = set()
-        for slot, (trial, m) in enumerate(zip(trials, shown)):
-            if m is not None:
+        for slot, (trial, callback, m) in enumerate(zip(trials, callbacks, shown)):
+            if m is None:
+                continue
+            if not prune:
                 trial.report(m.val_accuracy, epoch - 1)
-                if prune and trial.should_prune():
-                    stop.add(slot)
+                continue
+            try:
+                callback.on_epoch_end(epoch - 1, {"val_accuracy": m.val_accuracy})
+            except optuna.TrialPruned:
+                stop.add(slot)
         return stop
     return hook
