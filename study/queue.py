@@ -34,6 +34,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from study import locks
+from study.rounds import lock_key
 
 _retry_history = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history
 
@@ -120,7 +121,13 @@ class Queue:
     def requeue(self, trial_id: int, reason: str, callback=None) -> None:
         """Fail a RUNNING trial whose process stopped and enqueue its retry, with the lineage
         (system attrs failed_trial / retry_history) Optuna's retry callback keeps.
-        `callback` defaults to an unlimited RetryHeartbeatStaleTrialCallback."""
+        `callback` defaults to an unlimited RetryHeartbeatStaleTrialCallback. Under the
+        study's round lock: the next round (study/rounds.py) is never drawn between the
+        FAIL and its retry."""
+        with locks.exclusive(self.storage, lock_key(self.study.study_name)):
+            self._requeue(trial_id, reason, callback)
+
+    def _requeue(self, trial_id: int, reason: str, callback=None) -> None:
         frozen = self.storage.get_trial(trial_id)  # before fail_reason: the retry must not inherit it
         if frozen.state != TrialState.RUNNING:
             return  # finished, or already failed and re-queued by the stale-trial check

@@ -1,11 +1,12 @@
-"""A worker: load the data once, take WAITING trials until none is left, exit.
+"""A worker: load the data once, take WAITING trials until the study's budget is spent, exit.
 
 The loop asks the study's queue (study/queue.py) for a trial, trains it with a heartbeat
 running, and tells Optuna the outcome. A worker never creates a trial of its own, so the
-study's budget stays exactly what its stage enqueued. With nothing WAITING it waits while
-any trial of the study is RUNNING (that trial may yet come back, re-queued), and exits
-once neither is left. SIGTERM (docker stop) and SIGINT stop the worker cleanly at the end
-of the current epoch: that trial is failed with its reason and re-queued at once
+study's budget stays exactly what its stage enqueued. With nothing WAITING, the worker
+draws the next round of a TPE / GP study once the current one has ended (study/rounds.py);
+otherwise it waits while any trial of the study is RUNNING (that trial may yet come back,
+re-queued) or a round is still to be drawn, and exits once the whole budget has ended.
+SIGTERM (docker stop) and SIGINT stop the worker cleanly at the end of the current epoch: that trial is failed with its reason and re-queued at once
 (study/signals.py). A lost database connection is retried with backoff
 (`reconnect_attempts`); the trial it cut short is re-queued once the database is back. A
 setup failure inside a trial (full disk, unwritable output) re-queues that trial too,
@@ -30,7 +31,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from study import dberrors, pruning
+from study import dberrors, pruning, rounds
 from study import storage as db
 from study.errors import SetupError, TrialFailed
 from study.objective import ObjectiveConfig, WorkerInfo
@@ -109,7 +110,8 @@ def _warm_up(crops) -> None:
 
 def run_worker(storage, crops, cfg: WorkerConfig, device: str = "CPU",
                objective_factory=None) -> WorkerSummary:
-    """Take WAITING trials of `cfg.study` until none is WAITING or RUNNING.
+    """Take WAITING trials of `cfg.study` until its budget is spent: every draw made
+    (study/rounds.py), none WAITING or RUNNING.
 
     `objective_factory(crops, ObjectiveConfig, WorkerInfo)` builds the callable each
     trial runs; by default the stage's own (study/final.py: objective_class), which
@@ -184,7 +186,8 @@ class _Loop:
             return self.summary(interrupted=str(e))
 
     def step(self, signals: Signals) -> bool:
-        """Train up to K WAITING trials, or wait while others train; False once none is left."""
+        """Train up to K WAITING trials, draw the next round, or wait while others train;
+        False once the budget is spent."""
         self.current = []
         signals.check()
         self.queue.check_stale()
@@ -205,10 +208,12 @@ class _Loop:
                 self.report(one)
             return True
         # Nothing WAITING: trials failed as stale come back as WAITING copies, and RUNNING
-        # ones may yet (their worker may be killed); the study is drained when neither is left.
-        if self.queue.check_stale(force=True):
+        # ones may yet (their worker may be killed); once a round has ended, the next one
+        # is drawn. The study is done when every draw is made and none is WAITING or RUNNING.
+        if self.queue.check_stale(force=True) or rounds.advance(self.storage, self.study):
             return True
-        if self.queue.drained():
+        if self.queue.drained() and rounds.all_drawn(
+                rounds.RoundPlan.from_attrs(self.study.user_attrs), self.study.get_trials(deepcopy=False)):
             return False
         signals.sleep(self.cfg.poll_seconds)
         return True
