@@ -151,6 +151,30 @@ def drain(storage, crops, study: str, pruner: str = "none", progress: bool = Fal
     return wall, optuna.load_study(study_name=study, storage=storage).get_trials()
 
 
+def figure():
+    """A 7 x 4.2 in figure drawn without a display: (pyplot, figure, axes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    return plt, fig, ax
+
+
+def save_best_plot(plt, fig, ax, path: Path, xlabel: str, title: str) -> None:
+    """Label a best-validation-accuracy-so-far plot, write it as a PNG, close it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("best validation accuracy (COMPLETE trials)")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def median(xs) -> float:
     return statistics.median(xs) if xs else float("nan")
 

@@ -51,26 +51,13 @@ def reached(points, goal: float) -> int | None:
 
 
 def plot(curves: dict, budget: int, goal: float, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    plt, fig, ax = c.figure()
     for label, pts in curves.items():
         ax.step([0] + [p[0] for p in pts], [float("nan")] + [p[1] for p in pts], where="post",
                 label=label, marker="o", markersize=3)
     ax.axvline(0.4 * budget, color="grey", ls="--", lw=1, label="40 % of the unpruned epochs")
     ax.axhline(goal, color="tab:red", ls=":", lw=1, label="unpruned best - 0.5 points")
-    ax.set_xlabel("epochs spent")
-    ax.set_ylabel("best validation accuracy (COMPLETE trials)")
-    ax.set_title("Median pruner vs no pruning, same configurations")
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    c.save_best_plot(plt, fig, ax, path, "epochs spent", "Median pruner vs no pruning, same configurations")
 
 
 def main(argv=None) -> int:

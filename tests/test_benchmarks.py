@@ -16,7 +16,7 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = sorted(p.stem for p in BENCH.glob("bench_*.py"))
-NEEDS_PG = {"bench_overhead", "bench_pruning", "bench_workers", "bench_memory"}
+NEEDS_PG = {"bench_overhead", "bench_pruning", "bench_workers", "bench_memory", "bench_samplers"}
 # bench_gpu: the whole path, one worker (time budget); bench_pack: its report-budget path too, scaled down
 EXTRA_ARGS = {"bench_gpu": ["--workers", "1"], "bench_pack": ["--report-budget"]}
 EXPECT = {"bench_gpu": "1 worker(s): 2 trials", "bench_memory": "RSS MB after trial: 1:",
@@ -44,8 +44,8 @@ def test_dry_run(name, request, capsys, monkeypatch, tmp_path):
         assert EXPECT[name] in out, out
     else:
         assert "TARGET " in out, out
-    if name == "bench_pruning":
-        png = BENCH / "out" / "pruning-dry-run.png"
+    if name in ("bench_pruning", "bench_samplers"):
+        png = BENCH / "out" / f"{name[6:]}-dry-run.png"
         assert png.read_bytes()[:4] == b"\x89PNG"
         png.unlink()
     sys.modules.pop(name, None)
