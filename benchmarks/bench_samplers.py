@@ -130,7 +130,8 @@ def plot(curves: dict, mean: dict, n: int, path) -> None:
     ax.axvline(n / 2, color="grey", ls="--", lw=1, label="half the trials")
     ax.axhline(mean["random"][-1] - TOLERANCE, color="tab:red", ls=":", lw=1,
                label="random's final best - 0.5 points")
-    c.save_best_plot(plt, fig, ax, path, "trials spent", "Random vs TPE vs GP on the fine stage's box (synchronous rounds)")
+    c.save_best_plot(plt, fig, ax, path, "trials spent",
+                     "Random vs TPE vs GP on the fine stage's box (synchronous rounds)")
 
 
 def main(argv=None) -> int:

@@ -128,6 +128,13 @@ def cmd_sanity(args) -> int:
     return 0 if all(r.passed for r in results) else EXIT_SANITY_FAILED
 
 
+def _drawn(study) -> str:
+    """What `init` / `fine` say about an adaptive study: who draws its later rounds."""
+    from study.coordinator import drawn
+
+    return drawn(study) + (", the workers draw the later rounds" if drawn(study) else "")
+
+
 def cmd_init(args) -> int:
     from study.stages import create_coarse
 
@@ -137,7 +144,7 @@ def cmd_init(args) -> int:
     _create_views(storage)
     study = create_coarse(storage, cfg, meta)
     print(f"study {study.study_name}: {len(study.trials)} trial(s) enqueued "
-          f"({cfg.trials} x {cfg.epochs} epochs, seed {cfg.seed}, pruner {study.user_attrs['pruner']})")
+          f"({cfg.trials} x {cfg.epochs} epochs, seed {cfg.seed}, pruner {study.user_attrs['pruner']}{_drawn(study)})")
     return 0
 
 
@@ -185,7 +192,7 @@ def _narrowed(study) -> int:
     a = study.user_attrs
     print(f"study {study.study_name} (from {' -> '.join(a['lineage'])}): lr {a['space']['lr']}, "
           f"reg {a['space']['reg']} (rule {a['rule']}, pruner {a['pruner']}); "
-          f"{len(study.trials)} trial(s) enqueued")
+          f"{len(study.trials)} trial(s) enqueued{_drawn(study)}")
     return 0
 
 

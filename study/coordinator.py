@@ -18,6 +18,7 @@ from study.locks import Lock
 from study.options import epoch_progress, model_variant, option, out_dir, pack, run_name, seed
 from study.pruning import PRUNERS
 from study.queue import Queue
+from study.rounds import SAMPLERS
 from study.space import NarrowRule
 from study.stages import StageConfig, create_coarse, create_final, create_fine, study_name
 from study.worker import WorkerConfig, WorkerSummary, run_worker
@@ -56,10 +57,31 @@ class PipelineConfig:
     pruner: str = option("none", flag="--pruner", choices=PRUNERS,
                          help="the coarse and fine studies' pruner, stored on each")
     pack: str = pack()
+    # None: as stored when resuming, else random
+    sampler: str | None = option(None, flag="--sampler", choices=SAMPLERS,
+                                 help="the fine stage's sampler: random (default), tpe or gp in rounds")
+    coarse_sampler: str | None = option(None, flag="--coarse-sampler", choices=SAMPLERS,
+                                        help="the coarse stage's sampler (default random: the report's search)")
+    round_size: int | None = option(None, flag="--round", kind="positive", metavar="R",
+                                    help="trials per round of the tpe / gp stages (default ~sqrt(trials), 2-10)")
 
     def __post_init__(self):
         if self.profile not in PROFILES:
             raise SetupError(f"unknown profile {self.profile!r}: choose {' or '.join(PROFILES)}")
+        if self.round_size is not None and not {self.sampler, self.coarse_sampler} & {"tpe", "gp"}:
+            raise SetupError("--round sets the rounds of a tpe or gp study: add --sampler tpe or gp")
+
+    def stage(self, sampler: str | None) -> dict:
+        """StageConfig's sampler fields for a stage drawn by `sampler` (--round: tpe / gp only)."""
+        return {"sampler": sampler, "round_size": self.round_size if sampler in ("tpe", "gp") else None}
+
+
+def drawn(study) -> str:
+    """', tpe in rounds of 4' for an adaptive study, else nothing."""
+    a = study.user_attrs
+    if a.get("sampler", "random") == "random":
+        return ""
+    return f", {a['sampler']} in rounds of {a['round_size']}"
 
 
 def release_orphans(storage, name: str) -> int:
@@ -93,15 +115,17 @@ def run_pipeline(storage, crops, cfg: PipelineConfig, device: str = "CPU") -> li
         summaries = []
         steps = [
             ("coarse", lambda: create_coarse(storage, StageConfig(
-                cfg.name, cfg.model, p.coarse_trials, p.coarse_epochs, cfg.seed, pruner=cfg.pruner), crops.meta)),
+                cfg.name, cfg.model, p.coarse_trials, p.coarse_epochs, cfg.seed, pruner=cfg.pruner,
+                **cfg.stage(cfg.coarse_sampler)), crops.meta)),
             ("fine", lambda: create_fine(storage, StageConfig(
-                cfg.name, cfg.model, p.fine_trials, p.fine_epochs, cfg.seed, pruner=cfg.pruner), NarrowRule(k=p.k))),
+                cfg.name, cfg.model, p.fine_trials, p.fine_epochs, cfg.seed, pruner=cfg.pruner,
+                **cfg.stage(cfg.sampler)), NarrowRule(k=p.k))),
             ("final", lambda: create_final(storage, cfg.name, p.final_epochs)),
         ]
         for stage, create in steps:
             study = create()
             print(f"== {stage}: {study.study_name}, {study.user_attrs['n_trials']} trial(s) x "
-                  f"{study.user_attrs['epochs']} epochs", file=sys.stderr, flush=True)
+                  f"{study.user_attrs['epochs']} epochs{drawn(study)}", file=sys.stderr, flush=True)
             summary = run_worker(storage, crops, WorkerConfig(
                 study=study.study_name, out_dir=cfg.out_dir, epoch_progress=cfg.epoch_progress,
                 pack=cfg.pack),

@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func="init", defaults={})
 
     w = sub.add_parser("worker", parents=[common, db, data, work],
-                       help="take WAITING trials until none is WAITING or RUNNING, then exit 0")
+                       help="take WAITING trials (drawing a tpe / gp study's next round) until the "
+                       "budget is spent, then exit 0")
     add_flags(w, WorkerConfig, only=("study",), required=("study",))
     w.set_defaults(func="worker")
 
@@ -120,14 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="narrow the ranges around its top K trials (default 10)")
     n.add_argument("--name", dest="study_name", metavar="STUDY",
                    help="the new study's name (default: RUN-fine, then RUN-fine2, RUN-fine3 ...)")
-    add_flags(n, StageConfig, defaults=FINE_DEFAULTS, only=("trials", "epochs", "seed", "pruner"))
+    add_flags(n, StageConfig, defaults=FINE_DEFAULTS, only=("trials", "epochs", "seed", "pruner", "sampler", "round_size"))
     n.set_defaults(func="narrow", defaults=FINE_DEFAULTS)
 
     f = sub.add_parser("fine", parents=[common, db, name],
                        help="narrow NAME-coarse into NAME-fine (narrow --from NAME-coarse)")
     f.add_argument("--top", "--k", dest="k", type=positive, default=10, metavar="K",
                    help="top K coarse trials to narrow from (default 10)")
-    add_flags(f, StageConfig, defaults=FINE_DEFAULTS, only=("trials", "epochs", "seed", "pruner"))
+    add_flags(f, StageConfig, defaults=FINE_DEFAULTS, only=("trials", "epochs", "seed", "pruner", "sampler", "round_size"))
     f.set_defaults(func="fine", defaults=FINE_DEFAULTS)
 
     fi = sub.add_parser("final", parents=[common, db, data, name, work],

@@ -69,8 +69,13 @@ class StageConfig:
     epochs: int = option(5, flag="--epochs", kind="positive", metavar="E", help="epochs per configuration")
     seed: int = seed()
     batch_size: int = option(20, flag="--batch-size", kind="positive", metavar="B", help="crops per training step")
-    sampler: str | None = None     # random | tpe | gp; None: the existing study's, else random
-    round_size: int | None = None  # None: the existing study's, else rounds.default_round
+    # None: the existing study's (a resumed study keeps what it stored), else random
+    sampler: str | None = option(None, flag="--sampler", choices=SAMPLERS,
+                                 help="how configurations are drawn: random (default), tpe or gp in "
+                                 "synchronous rounds (study/rounds.py)")
+    # None: the existing study's, else rounds.default_round (~sqrt(trials), 2 to 10)
+    round_size: int | None = option(None, flag="--round", kind="positive", metavar="R",
+                                    help="trials per round of a tpe / gp study (default ~sqrt(trials), 2-10)")
     pruner: str | None = option(None, flag="--pruner", kind="str", choices=PRUNERS,
                                 help="stops unpromising trials early; stored on the study, used by "
                                 "every worker (default none; narrow: the parent study's)")
@@ -156,6 +161,8 @@ def _plan(storage, name: str, cfg: StageConfig, n: int, fixed: int = 0,
         had = RoundPlan.from_attrs(db.load(storage, name).user_attrs)
         if sampler in (None, had.sampler):
             sampler, size = had.sampler, size or had.round_size
+    if cfg.round_size is not None and sampler in (None, "random"):
+        raise SetupError("--round sets the rounds of a tpe or gp study: add --sampler tpe or gp")
     return RoundPlan.make(sampler or "random", n, size, sampler_seed(cfg.seed, name, stage), fixed,
                           cfg.seed if init_seed is None else init_seed)
 
