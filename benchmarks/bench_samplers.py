@@ -47,7 +47,7 @@ def make_study(storage, crops, sampler: str, seed: int, trials: int, epochs: int
 
 
 def shared_objective():
-    """facehpo's Objective, remembering each (lr, reg, weight seed, epochs) it trained:
+    """facehpo's Objective, remembering what each (lr, reg, weight seed, data seed, epochs) gave:
     the same configuration asked again (every sampler's round 0) replays its result."""
     from study.errors import TrialFailed
     from study.objective import Objective
@@ -61,7 +61,8 @@ def shared_objective():
             d = SearchSpace.from_dict(self.cfg.space).distributions()
             lr = trial.suggest_float("lr", d["lr"].low, d["lr"].high, log=True)
             reg = trial.suggest_float("reg", d["reg"].low, d["reg"].high, log=True)
-            key = (lr, reg, int(trial.user_attrs.get("seed", trial.number)), self.cfg.epochs)
+            key = (lr, reg, int(trial.user_attrs.get("seed", trial.number)), self.cfg.seed,
+                   self.cfg.epochs)
             if key not in self.cache:
                 try:
                     value = super().__call__(trial)
