@@ -128,6 +128,7 @@ def plot(curves: dict, mean: dict, n: int, path) -> None:
             ax.step(xs, cv, where="post", color=color, alpha=0.25, lw=0.8)
         ax.step(xs, mean[s], where="post", color=color, lw=2, marker="o", markersize=3,
                 label=f"{s} (mean of {len(curves[s])} seeds)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.axvline(n / 2, color="grey", ls="--", lw=1, label="half the trials")
     ax.axhline(mean["random"][-1] - TOLERANCE, color="tab:red", ls=":", lw=1,
                label="random's final best - 0.5 points")

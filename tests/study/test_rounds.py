@@ -6,6 +6,7 @@ round is drawn exactly once, only after the one before it has ended.
 """
 import math
 import random
+import sys
 import threading
 import time
 import warnings
@@ -149,6 +150,16 @@ def test_a_stale_trial_is_retried_and_the_round_waits_for_it(url):
         assert n == 8 + stale and len(rounds.latest(study.get_trials())) == 8
         storage.engine.dispose()
     assert got[0] == got[1]
+
+
+def test_gp_without_pytorch_is_one_setup_line(monkeypatch):
+    from study.errors import SetupError
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    with pytest.raises(SetupError, match=r"^sampler gp needs PyTorch and SciPy \(torch is missing\)"):
+        rounds.sampler(RoundPlan.make("gp", 4, 2, seed=0), 1)
+    with pytest.raises(SetupError, match="unknown sampler 'cma'"):
+        RoundPlan.make("cma", 4, 2, seed=0)
 
 
 def test_told_trials_keep_their_state_and_epochs():
