@@ -162,7 +162,7 @@ def _run(crops, members, train_cfg: TrainConfig, on_epoch, conv: str = "auto"):
         try:
             if keras.backend.backend() == "tensorflow":  # the inline tf.data feed (dataset/pipeline.py)
                 pack.fit(ordered_batches(crops, "train", order, train_cfg.batch_size), epochs=1,
-                         verbose=0)
+                         shuffle=False, verbose=0)  # already in the epoch's order
                 probs = pack.predict(split_dataset(crops, "val", train_cfg.batch_size), verbose=0)
             else:  # NumPy, batch by batch: no feed thread either
                 pack.fit(x[order], y[order], batch_size=train_cfg.batch_size, epochs=1,

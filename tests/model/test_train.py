@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import pytest
 import tensorflow as tf
@@ -50,9 +51,12 @@ def test_one_epoch_gives_finite_metrics_and_progress(tiny_crops, capsys):
 
 
 def test_quiet_without_progress(tiny_crops, capsys):
-    train(tiny_crops, ModelConfig(), ONE)
+    with warnings.catch_warnings(record=True) as caught:  # e.g. Keras's "shuffle=True ... ignored"
+        warnings.simplefilter("always")
+        train(tiny_crops, ModelConfig(), ONE)
     captured = capsys.readouterr()
     assert "epoch" not in captured.err and "epoch" not in captured.out.lower()
+    assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)] == []
 
 
 @pytest.mark.parametrize("variant", [1, 2])
