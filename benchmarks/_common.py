@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import json
 import os
 import platform
 import statistics
@@ -185,3 +186,24 @@ def fmt(xs, digits: int = 3) -> str:
 
 def verdict(name: str, value: float, target: str, met: bool) -> None:
     print(f"TARGET {name}: {value:.3f} (target {target}) -> {'MET' if met else 'NOT MET'}", flush=True)
+
+
+PEAK_CODE = r"""
+import json, time, numpy as np, threadpoolctl
+n = int(__import__("sys").argv[1])
+rng = np.random.default_rng(0)
+a = rng.random((n, n), dtype=np.float32); b = rng.random((n, n), dtype=np.float32)
+a @ b
+best = min((lambda t: (a @ b, time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(4))
+info = [{k: d.get(k) for k in ("internal_api", "architecture", "num_threads", "version")}
+        for d in threadpoolctl.threadpool_info() if d.get("user_api") == "blas"]
+print(json.dumps({"gflops": 2 * n ** 3 / best / 1e9, "blas": info}))
+"""
+
+
+def numpy_peak(n: int = 4096) -> dict:
+    """float32 matmul GFLOP/s in a child without the OpenBLAS core-type overrides."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    out = subprocess.run([sys.executable, "-c", PEAK_CODE, str(n)], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])

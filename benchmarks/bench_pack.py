@@ -169,7 +169,7 @@ def main(argv=None) -> int:
         today = n / wall * 3600
         print(f"today's trainer (one trial at a time): {wall:.1f} s, {today:.1f} trials/hour", flush=True)
     rows, base_accs, base_rate = [], None, None
-    print("    K  wall s  trials/h  x today  x K=1  max|d val_acc| vs K=1  GFLOP/s", flush=True)
+    print("    K  wall s  trials/h  x today  x K=1  max|d val_acc| vs K=1  mean d  GFLOP/s", flush=True)
     for k in ks:
         if time.perf_counter() - t_start > args.budget_seconds:
             print(f"    (K >= {k} skipped: past --budget-seconds {args.budget_seconds:g})")
@@ -179,15 +179,26 @@ def main(argv=None) -> int:
         if base_accs is None:
             base_accs, base_rate = accs, rate
         delta = max(abs(a - b) for a, b in zip(accs, base_accs))
+        bias = sum(a - b for a, b in zip(accs, base_accs)) / n
         gflops = n * flop_per_trial / wall / 1e9
-        rows.append((k, rate, delta, gflops))
+        rows.append((k, rate, delta, gflops, bias))
         vs_today = f"{rate / today:7.2f}" if today else "      -"
-        print(f"{k:5d} {wall:7.1f} {rate:9.1f} {vs_today} {rate / base_rate:6.2f} {delta:22.4f} {gflops:8.1f}",
-              flush=True)
+        print(f"{k:5d} {wall:7.1f} {rate:9.1f} {vs_today} {rate / base_rate:6.2f} {delta:22.4f} {bias:+7.4f} "
+              f"{gflops:8.1f}", flush=True)
     best = max(rows, key=lambda r: r[1])
     worst_delta = max(r[2] for r in rows)
     print(f"best K = {best[0]}: {best[1]:.1f} trials/hour; largest |d val_acc| at any K {worst_delta:.4f} "
           f"(val accuracy step {1 / n_val:.4f})")
+    if len(rows) > 1:  # the criterion for floating-point noise: no bias over >= 16 configurations
+        worst_bias = max((r for r in rows[1:]), key=lambda r: abs(r[4]))
+        c.verdict(f"packed - unpacked val accuracy, mean over {n} configurations, worst K = {worst_bias[0]}, "
+                  f"points", worst_bias[4] * 100, "within +-0.5", abs(worst_bias[4]) <= 0.005)
+    if not gpu:  # what the CPU can give at most: its own float32 matmul rate, measured now
+        peak = c.numpy_peak()["gflops"]
+        print(f"numpy float32 matmul 4096x4096 on this CPU: {peak:.1f} GFLOP/s; K = 1 runs at "
+              f"{rows[0][3] / peak:.0%} of it"
+              + (f", today's trainer at {today * flop_per_trial / 3600 / 1e9 / peak:.0%}" if today else "")
+              + f": no K can exceed {peak / rows[0][3]:.2f}x K = 1")
     peaks = device_peaks(where)
     if peaks:
         print(f"FLOP/s at K = {best[0]}: {best[3] / 1e3:.2f} TFLOP/s = {best[3] * 1e9 / peaks[0]:.1%} of fp32 "

@@ -15,34 +15,11 @@ OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset, its BLAS kernel read by threadpoolct
 """
 from __future__ import annotations
 
-import json
-import os
 import resource
-import subprocess
 import sys
 import time
 
 import _common as c
-
-PEAK_CODE = r"""
-import json, time, numpy as np, threadpoolctl
-n = int(__import__("sys").argv[1])
-rng = np.random.default_rng(0)
-a = rng.random((n, n), dtype=np.float32); b = rng.random((n, n), dtype=np.float32)
-a @ b
-best = min((lambda t: (a @ b, time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(4))
-info = [{k: d.get(k) for k in ("internal_api", "architecture", "num_threads", "version")}
-        for d in threadpoolctl.threadpool_info() if d.get("user_api") == "blas"]
-print(json.dumps({"gflops": 2 * n ** 3 / best / 1e9, "blas": info}))
-"""
-
-
-def numpy_peak(n: int) -> dict:
-    """float32 matmul GFLOP/s in a child without the OpenBLAS core-type overrides."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    out = subprocess.run([sys.executable, "-c", PEAK_CODE, str(n)], env=env, capture_output=True,
-                         text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def layer_macs(model) -> list[tuple[str, int]]:
@@ -167,7 +144,7 @@ def main(argv=None) -> int:
             "trainer-bf16": lambda r: run_trainer_bf16(crops, mcfg, epochs, r)}
     steady = {k: [] for k in arms}    # (wall, cpu) of epochs 2..n
     first = {k: [] for k in arms}
-    peaks = [numpy_peak(n)]
+    peaks = [c.numpy_peak(n)]
     for r in range(rounds):
         names = list(arms) if r % 2 == 0 else list(arms)[::-1]
         for name in names:
@@ -176,7 +153,7 @@ def main(argv=None) -> int:
             steady[name].extend(secs[1:])
             print(f"round {r + 1} {name:12s} epoch seconds wall {c.fmt([s[0] for s in secs])} "
                   f"cpu {c.fmt([s[1] for s in secs])}", flush=True)
-        peaks.append(numpy_peak(n))
+        peaks.append(c.numpy_peak(n))
     print(f"numpy float32 matmul {n}x{n}: GFLOP/s {c.fmt([p['gflops'] for p in peaks], 1)}; "
           f"BLAS {peaks[0]['blas']}")
     med = {k: (c.median([s[0] for s in v]), c.median([s[1] for s in v])) for k, v in steady.items()}

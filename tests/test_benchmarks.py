@@ -20,6 +20,7 @@ NEEDS_PG = {"bench_overhead", "bench_pruning", "bench_workers", "bench_memory", 
 # bench_gpu: the whole path, one worker (time budget); bench_pack: its report-budget path too, scaled down
 EXTRA_ARGS = {"bench_gpu": ["--workers", "1"], "bench_pack": ["--report-budget"]}
 EXPECT = {"bench_gpu": "1 worker(s): 2 trials", "bench_memory": "RSS MB after trial: 1:",
+          "bench_pack": "numpy float32 matmul 4096x4096 on this CPU",
           "bench_pruning": "plot: benchmarks/out/pruning-dry-run.png"}
 
 
