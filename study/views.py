@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from study.errors import SetupError
 
-VIEWS_VERSION = 2              # bump when a view's columns or meaning change
+VIEWS_VERSION = 3              # bump when a view's columns or meaning change
 ALEMBIC_HEAD = "v3.2.0.a"      # Optuna's RDB schema, unchanged from 3.2 to 5.x
 SCHEMA_VERSION = 12            # version_info.schema_version of that head
 OPTUNA_RANGE = (5, 6)          # >=5.0,<6: 5.0 made trials' datetimes naive UTC

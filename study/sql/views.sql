@@ -73,6 +73,7 @@ SELECT s.study_name AS study,
        COALESCE(JSON_TEXT(sa.value_json), 'random') AS sampler,
        CAST(JSON_NUM(rs.value_json, '$') AS INTEGER) AS round_size,
        CAST(JSON_NUM(se.value_json, '$') AS BIGINT) AS seed,
+       CAST(COALESCE(JSON_NUM(ss.value_json, '$'), JSON_NUM(se.value_json, '$')) AS BIGINT) AS sampler_seed,
        JSON_NUM(sp.value_json, '$.lr[0]') AS lr_low,
        JSON_NUM(sp.value_json, '$.lr[1]') AS lr_high,
        JSON_NUM(sp.value_json, '$.reg[0]') AS reg_low,
@@ -85,6 +86,7 @@ LEFT JOIN study_user_attributes ru ON ru.study_id = s.study_id AND ru.key = 'rul
 LEFT JOIN study_user_attributes sa ON sa.study_id = s.study_id AND sa.key = 'sampler'
 LEFT JOIN study_user_attributes rs ON rs.study_id = s.study_id AND rs.key = 'round_size'
 LEFT JOIN study_user_attributes se ON se.study_id = s.study_id AND se.key = 'seed'
+LEFT JOIN study_user_attributes ss ON ss.study_id = s.study_id AND ss.key = 'sampler_seed'
 LEFT JOIN study_user_attributes sp ON sp.study_id = s.study_id AND sp.key = 'space';
 
 -- Trial attributes source_study / source_trial, else the study's parent / source_trial.

@@ -22,7 +22,7 @@ def _lineage(url, study):
     try:
         with engine.connect() as conn:
             return dict(conn.execute(sqlalchemy.text(
-                "SELECT sampler, round_size, seed FROM facehpo_lineage WHERE study = :s"),
+                "SELECT sampler, round_size, seed, sampler_seed FROM facehpo_lineage WHERE study = :s"),
                 {"s": study}).mappings().one())
     finally:
         engine.dispose()
@@ -41,7 +41,7 @@ def test_init_and_worker_run_a_tpe_study_in_rounds(fresh_pg, tmp_path):
     assert len(ts) == 5 and {t.state for t in ts} <= {TrialState.COMPLETE, TrialState.FAIL}
     assert sorted((t.user_attrs["draw"], t.user_attrs["round"]) for t in ts) == \
         [(0, 0), (1, 0), (2, 1), (3, 1), (4, 2)]
-    assert _lineage(fresh_pg, "c-coarse") == {"sampler": "tpe", "round_size": 2, "seed": 3}
+    assert _lineage(fresh_pg, "c-coarse") == {"sampler": "tpe", "round_size": 2, "seed": 3, "sampler_seed": 3}
     bad = facehpo("init", "--storage", fresh_pg, "--data", data, "--name", "d", "--round", "2",
                   cwd=tmp_path)
     assert bad.returncode == 1 and error_lines(bad.stderr) == [
@@ -77,7 +77,9 @@ def test_killed_pipeline_resumes_with_the_stored_sampler(fresh_pg, tmp_path):
     assert rounds.all_drawn(plan, fine.trials) and plan.n_trials == 3
     assert [t.user_attrs["round"] for _, t in sorted(rounds.latest(fine.trials).items())] == [0, 0, 1]
     assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in fine.trials)
-    assert _lineage(fresh_pg, "p-fine")["sampler"] == "tpe"
+    lineage = _lineage(fresh_pg, "p-fine")
+    assert lineage["sampler"] == "tpe" and lineage["sampler_seed"] == fine.user_attrs["sampler_seed"]
+    assert lineage["sampler_seed"] != lineage["seed"]  # a fine study's draws are its own
     assert _lineage(fresh_pg, "p-coarse")["sampler"] == "random"
     assert [t.state for t in optuna.load_study(study_name="p-final", storage=fresh_pg).trials] == \
         [TrialState.COMPLETE]

@@ -82,6 +82,7 @@ def lineage(s):
              "k": st.user_attrs.get("k"), "rule": st.user_attrs.get("rule"),
              "sampler": st.user_attrs.get("sampler", "random"),
              "round_size": st.user_attrs.get("round_size"), "seed": st.user_attrs.get("seed"),
+             "sampler_seed": st.user_attrs.get("sampler_seed", st.user_attrs.get("seed")),
              **{f"{p}_{end}": st.user_attrs["space"][p][i]
                 for p in ("lr", "reg") for i, end in enumerate(("low", "high"))}}
             for stage, st in s.items()]

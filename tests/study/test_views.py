@@ -85,7 +85,8 @@ def test_lineage(views_engine):
         assert got == {"study": study.study_name, "stage": stage, "parent": a.get("parent"),
                        "k": a.get("k"), "rule": a.get("rule"),
                        "sampler": a.get("sampler", "random"), "round_size": a.get("round_size"),
-                       "seed": a.get("seed"), "lr_low": a["space"]["lr"][0], "lr_high": a["space"]["lr"][1],
+                       "seed": a.get("seed"), "sampler_seed": a.get("sampler_seed", a.get("seed")),
+                       "lr_low": a["space"]["lr"][0], "lr_high": a["space"]["lr"][1],
                        "reg_low": a["space"]["reg"][0], "reg_high": a["space"]["reg"][1]}
 
 

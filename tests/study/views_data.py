@@ -87,7 +87,8 @@ def build_run(storage, run: str = RUN) -> None:
 
     fine = _study(storage, n["fine"], {"stage": "fine", "space": FINE, "n_trials": 8,
                                        "parent": n["coarse"], "k": 5, "rule": "top5-logspan",
-                                       "sampler": "tpe", "round_size": 3, "seed": 2**40 + 7})
+                                       "sampler": "tpe", "round_size": 3, "seed": 2**40 + 7,
+                                       "sampler_seed": 2**33 + 5})
     _enqueue(fine, FINE, 8, seed=2, round_size=3)  # rounds 0, 0, 0, 1, 1, 1, 2, 2
     ties = {2: {"acc": 0.97, "val_loss": 0.20}, 4: {"acc": 0.97, "val_loss": 0.15},
             6: {"acc": 0.97, "val_loss": 0.15}, 5: {"fail": REASONS[1]}}
