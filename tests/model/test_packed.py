@@ -19,6 +19,7 @@ BACKEND = keras.backend.backend()
 ONE = TrainConfig(epochs=1, batch_size=8, data_seed=3)
 CONFIGS = [ModelConfig(lr=2e-3, reg=0.0), ModelConfig(lr=5e-4, reg=1e-3), ModelConfig(lr=1e-2, reg=3e-2)]
 SEEDS = [11, 22, 33]
+GRAD_SEEDS = [30, 109, 120]  # see test_logits_and_gradients_equal_separate_models
 
 
 def grads(loss_fn, variables) -> list[np.ndarray]:
@@ -35,6 +36,24 @@ def grads(loss_fn, variables) -> list[np.ndarray]:
     with tf.GradientTape() as tape:
         loss = loss_fn()
     return [g.numpy() for g in tape.gradient(loss, variables)]
+
+
+def pool_gap(plain, x) -> float:
+    """The smallest relative gap between the two largest values of any max-pool window
+    (with a positive max) in `plain`'s forward pass on x: max-pooling's gradient jumps
+    at a tie, so where two values are within an ulp the gradient may go to either."""
+    inputs = keras.Model(plain.inputs, [layer.input for layer in plain.layers
+                                        if isinstance(layer, keras.layers.MaxPooling2D)])
+    gap = np.inf
+    for h in inputs(x, training=True):
+        h = keras.ops.convert_to_numpy(h)
+        b, rows, cols, c = h.shape
+        windows = (h[:, :rows // 2 * 2, :cols // 2 * 2].reshape(b, rows // 2, 2, cols // 2, 2, c)
+                   .transpose(0, 1, 3, 5, 2, 4).reshape(-1, 4))
+        top = np.sort(windows, axis=1)[:, 2:]
+        top = top[top[:, 1] > 0]
+        gap = min(gap, float(((top[:, 1] - top[:, 0]) / top[:, 1]).min()))
+    return gap
 
 
 def history(result):
@@ -54,16 +73,23 @@ def test_each_slice_is_the_report_network(variant, total, frozen):
 @pytest.mark.parametrize("variant", [1, 2])
 @pytest.mark.parametrize("conv", ["loop", "grouped"])
 def test_logits_and_gradients_equal_separate_models(tiny_crops, variant, conv):
-    """Dropout off: each slice's outputs and one-step gradients are its own model's."""
+    """Dropout off: each slice's outputs and one-step gradients are its own model's.
+
+    GRAD_SEEDS are weight seeds whose forward pass on these 8 crops has no max-pool window
+    within 1e-5 (relative) of a tie, asserted below: at a near-tie an ulp of difference
+    between the pack's sums and the plain model's sends that window's gradient to another
+    pixel (both are valid gradients; under JAX on one Xeon, seeds 11, 22, 33 on 8 crops
+    had such a window, 5e-7 apart, and its gradient differed by 3e-4)."""
     x, y = (a[:8] for a in normalized(tiny_crops, "train"))
     cfgs = [ModelConfig(variant=variant, lr=c.lr, reg=c.reg, dropout=0.0) for c in CONFIGS]
     pack = PackedCNN(3, variant, dropout=0.0, conv=conv)
-    pack.load([initial_slice(variant, s) for s in SEEDS], [c.reg for c in cfgs], SEEDS)
+    pack.load([initial_slice(variant, s) for s in GRAD_SEEDS], [c.reg for c in cfgs], GRAD_SEEDS)
     trainable = [v for v, (_, _, t) in zip(pack.slice_variables(), slice_shapes(variant)) if t]
     packed_probs = keras.ops.convert_to_numpy(pack(x, training=True))
     packed_grads = grads(lambda: pack.compute_loss(y=y, y_pred=pack(x, training=True)), trainable)
     for k, cfg in enumerate(cfgs):
         plain = extract(pack, k, cfg)
+        assert pool_gap(plain, x) >= 1e-5, "choose other GRAD_SEEDS: a max-pool window is near a tie"
 
         def plain_loss():
             ce = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, plain(x, training=True)))
