@@ -206,6 +206,8 @@ class PackedCNN(keras.Model):
         return parts[0] if self.k == 1 else ops.concatenate(parts, axis=-1)
 
     def _split(self, h, channels):
+        if self.k == 1:  # no slice op: even a whole-range slice is a copy, and another in backprop
+            return [h]
         return [h[..., i * channels:(i + 1) * channels] for i in range(self.k)]
 
     def _conv(self, i, h, cin, cout):
