@@ -195,10 +195,11 @@ def main(argv=None) -> int:
                   f"points", worst_bias[4] * 100, "within +-0.5", abs(worst_bias[4]) <= 0.005)
     if not gpu:  # what the CPU can give at most: its own float32 matmul rate, measured now
         peak = c.numpy_peak()["gflops"]
-        print(f"numpy float32 matmul 4096x4096 on this CPU: {peak:.1f} GFLOP/s; K = 1 runs at "
-              f"{rows[0][3] / peak:.0%} of it"
+        k0, gflops0 = rows[0][0], rows[0][3]
+        print(f"numpy float32 matmul 4096x4096 on this CPU: {peak:.1f} GFLOP/s; K = {k0} runs at "
+              f"{gflops0 / peak:.0%} of it"
               + (f", today's trainer at {today * flop_per_trial / 3600 / 1e9 / peak:.0%}" if today else "")
-              + f": no K can exceed {peak / rows[0][3]:.2f}x K = 1")
+              + f": no K can exceed {peak / gflops0:.2f}x K = {k0}")
     peaks = device_peaks(where)
     if peaks:
         print(f"FLOP/s at K = {best[0]}: {best[3] / 1e3:.2f} TFLOP/s = {best[3] * 1e9 / peaks[0]:.1%} of fp32 "
