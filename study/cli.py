@@ -132,7 +132,8 @@ def _drawn(study) -> str:
     """What `init` / `fine` say about an adaptive study: who draws its later rounds."""
     from study.coordinator import drawn
 
-    return drawn(study) + (", the workers draw the later rounds" if drawn(study) else "")
+    how = drawn(study)
+    return how + (", the workers draw the later rounds" if how else "")
 
 
 def cmd_init(args) -> int:

@@ -18,7 +18,7 @@ from study.locks import Lock
 from study.options import epoch_progress, model_variant, option, out_dir, pack, run_name, seed
 from study.pruning import PRUNERS
 from study.queue import Queue
-from study.rounds import SAMPLERS
+from study.rounds import ROUND_NEEDS_ADAPTIVE, SAMPLERS
 from study.space import NarrowRule
 from study.stages import StageConfig, create_coarse, create_final, create_fine, study_name
 from study.worker import WorkerConfig, WorkerSummary, run_worker
@@ -69,7 +69,7 @@ class PipelineConfig:
         if self.profile not in PROFILES:
             raise SetupError(f"unknown profile {self.profile!r}: choose {' or '.join(PROFILES)}")
         if self.round_size is not None and not {self.sampler, self.coarse_sampler} & {"tpe", "gp"}:
-            raise SetupError("--round sets the rounds of a tpe or gp study: add --sampler tpe or gp")
+            raise SetupError(ROUND_NEEDS_ADAPTIVE)
 
     def stage(self, sampler: str | None) -> dict:
         """StageConfig's sampler fields for a stage drawn by `sampler` (--round: tpe / gp only)."""

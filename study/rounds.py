@@ -32,6 +32,7 @@ from study.errors import SetupError
 from study.space import SearchSpace
 
 SAMPLERS = ("random", "tpe", "gp")
+ROUND_NEEDS_ADAPTIVE = "--round sets the rounds of a tpe or gp study: add --sampler tpe or gp"
 MAX_STARTUP = 10  # Optuna's n_startup_trials default for TPE and GP
 _UNFINISHED = (TrialState.WAITING, TrialState.RUNNING)
 

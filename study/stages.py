@@ -9,6 +9,7 @@ same configurations whatever the number of workers, and the budget is exact.
 """
 from __future__ import annotations
 
+import logging
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from study.pruning import PRUNERS
 from study.rounds import SAMPLERS, RoundPlan
 from study.results import ranked
 from study.space import COARSE, NarrowRule, NotEnoughTrials, SearchSpace, narrow
+
+log = logging.getLogger(__name__)
 
 STAGES = ("coarse", "fine", "final")
 VERSION = "0.1.0"
@@ -162,7 +165,7 @@ def _plan(storage, name: str, cfg: StageConfig, n: int, fixed: int = 0,
         if sampler in (None, had.sampler):
             sampler, size = had.sampler, size or had.round_size
     if cfg.round_size is not None and sampler in (None, "random"):
-        raise SetupError("--round sets the rounds of a tpe or gp study: add --sampler tpe or gp")
+        raise SetupError(rounds.ROUND_NEEDS_ADAPTIVE)
     return RoundPlan.make(sampler or "random", n, size, sampler_seed(cfg.seed, name, stage), fixed,
                           cfg.seed if init_seed is None else init_seed)
 
@@ -269,9 +272,7 @@ def delete_study(storage, name: str) -> int:
                 and db.load(storage, s).user_attrs.get("parent") == name]
     optuna.delete_study(study_name=name, storage=storage)
     if children:
-        import logging
-
-        logging.getLogger(__name__).warning("studies %s were derived from %s; their lineage still names it",
-                                            ", ".join(children), name)
+        log.warning("studies %s were derived from %s; their lineage still names it",
+                    ", ".join(children), name)
     return len(trials)
 
