@@ -5,10 +5,11 @@ Model 1, 441,164 with 8,960 non-trainable for Model 2) with its own learning rat
 L2 factor, initial weights and dropout masks; nothing couples two slices:
 
 - conv1 sees the same input in every slice, so it is one convolution with K x 32
-  filters (channel k*32 + c is slice k's filter c); conv2 and conv3 are per slice,
-  either K convolutions on the slices' channel blocks (`conv="loop"`, the default
-  except under JAX on a GPU, see `default_conv`) or one grouped convolution
-  (`conv="grouped"`, what vmap of a convolution becomes);
+  filters (channel k*32 + c is slice k's filter c); after it the pack is a list of K
+  per-slice maps, and conv2 and conv3 are per slice, either one convolution per slice
+  (`conv="loop"`, the default except under JAX on a GPU, see `default_conv`) or one
+  grouped convolution on the maps side by side (`conv="grouped"`, what vmap of a
+  convolution becomes);
 - the dense layers are batched products (einsum over the trial axis);
 - BatchNormalization (Model 2) is per channel, so its statistics are per slice;
 - the loss is the sum over slices of each slice's mean cross-entropy plus
@@ -179,66 +180,77 @@ class PackedCNN(keras.Model):
         return [np.asarray(ops.convert_to_numpy(v))[k] for v in self.slice_variables()]
 
     # -- the forward pass --------------------------------------------------------------
-    def _bn(self, h, name, axes, training):
-        gamma, beta = getattr(self, f"{name}_gamma"), getattr(self, f"{name}_beta")
-        mean_v, var_v = getattr(self, f"{name}_mean"), getattr(self, f"{name}_var")
-        shape = tuple(ops.shape(h)[len(axes):])  # (K*C,) for conv maps, (K, F) for features
-        h = ops.cast(h, "float32")
-        moving_mean, moving_var = ops.reshape(mean_v, shape), ops.reshape(var_v, shape)
-        if training:
-            mean, var = ops.moments(h, axes=axes)
-            mean_v.assign(ops.reshape(moving_mean * BN_MOMENTUM + mean * (1.0 - BN_MOMENTUM),
-                                      mean_v.shape))
-            var_v.assign(ops.reshape(moving_var * BN_MOMENTUM + var * (1.0 - BN_MOMENTUM),
-                                     var_v.shape))
-        else:
-            mean, var = moving_mean, moving_var
-        # tf.nn.batch_normalization's arithmetic (what Keras's layer runs under TensorFlow)
-        inv = ops.rsqrt(var + BN_EPSILON) * ops.reshape(gamma, shape)
-        out = h * inv + (ops.reshape(beta, shape) - mean * inv)
-        return ops.cast(out, self.compute_dtype)
-
-    def _dropout(self, h, channels, training):
-        if not training or self.rate == 0:
-            return h
-        parts = [keras.random.dropout(p, self.rate, seed=g)
-                 for p, g in zip(self._split(h, channels), self.seed_gens)]
-        return parts[0] if self.k == 1 else ops.concatenate(parts, axis=-1)
-
-    def _split(self, h, channels):
-        if self.k == 1:  # no slice op: even a whole-range slice is a copy, and another in backprop
-            return [h]
-        return [h[..., i * channels:(i + 1) * channels] for i in range(self.k)]
-
-    def _conv(self, i, h, cin, cout):
-        kernel = getattr(self, f"conv{i}_kernel")  # (K, 3, 3, cin, cout)
-        if i == 1 or self.conv_mode == "grouped" or self.k == 1:
-            # conv1: one input, K*32 filters; later ones: K groups (grouped convolution)
-            w = ops.reshape(ops.transpose(kernel, (1, 2, 3, 0, 4)), (3, 3, cin, self.k * cout))
-            out = ops.conv(h, w, padding="same")
-        else:
-            out = ops.concatenate([ops.conv(p, kernel[j], padding="same")
-                                   for j, p in enumerate(self._split(h, cin))], axis=-1)
-        return out + ops.reshape(getattr(self, f"conv{i}_bias"), (self.k * cout,))
-
+    # Between conv1 and the dense layers the pack is a list of K per-slice maps, each
+    # (batch, H, W, C): every slice's conv, bias, relu, pooling and dropout are the plain
+    # model's ops on its own contiguous tensor, so in "loop" mode nothing is sliced or
+    # concatenated there, and the slices' chains are independent ops that TensorFlow runs
+    # side by side. (Channel slices of one tensor were a copy each, forward and back: in
+    # bench_pack on the 2-core CPU K = 2 and 16 ran at 0.68x and 0.48x of K = 1's
+    # trials/hour, with the list at 1.09x and 0.99x; BENCHMARKS.md section 8.)
     def call(self, x, training=False):
-        bn, h, cin = self.variant == 2, x, INPUT_SHAPE[-1]
+        bn, hs, cin = self.variant == 2, x, INPUT_SHAPE[-1]
         for i, cout in enumerate(CONV_FILTERS, 1):
-            h = ops.max_pool(ops.relu(self._conv(i, h, cin, cout)), 2, 2)
+            hs = self._block(i, hs, cin, cout)
             if bn:
-                h = self._bn(h, f"bn{i}", (0, 1, 2), training)
-            h = self._dropout(h, cout, training)
+                hs = self._bn(hs, f"bn{i}", (0, 1, 2), training)
+            hs = self._dropout(hs, training)
             cin = cout
-        side = ops.shape(h)[1]
-        h = ops.reshape(h, (-1, side, side, self.k, cin))
-        h = ops.reshape(ops.transpose(h, (0, 3, 1, 2, 4)), (-1, self.k, FLAT))
+        hs = [ops.reshape(h, (-1, FLAT)) for h in hs]  # NHWC order, as Keras's Flatten
         if bn:
-            h = self._bn(h, "bn_flat", (0,), training)
+            hs = self._bn(hs, "bn_flat", (0,), training)
+        h = ops.stack(hs, axis=1) if self.k > 1 else ops.expand_dims(hs[0], 1)  # (batch, K, FLAT)
         h = ops.relu(ops.einsum("bki,kio->bko", h, self.dense_kernel) + self.dense_bias)
         if bn:
-            h = self._bn(h, "bn_dense", (0,), training)
+            h = ops.stack(self._bn(self._unstack(h, axis=1), "bn_dense", (0,), training), axis=1)
         logits = ops.einsum("bki,kio->bko", h, self.output_kernel) + self.output_bias
         return ops.softmax(ops.cast(logits, "float32"), axis=-1)
+
+    def _block(self, i, hs, cin, cout):
+        """Conv i, bias, relu and 2x2 max-pooling; the K slices' pooled maps.
+
+        conv1 (`hs` is the shared input) is one convolution with K*cout filters (channel
+        k*cout + c is slice k's filter c), split into the slices after pooling; in
+        "grouped" mode conv2 and conv3 are one grouped convolution on the slices' maps
+        side by side; in "loop" mode each slice convolves its own map."""
+        kernel, bias = getattr(self, f"conv{i}_kernel"), getattr(self, f"conv{i}_bias")
+        # ops.add, not +: Keras's TensorFlow backend makes it a BiasAdd, whose gradient
+        # oneDNN fuses into the filter gradient (as for the Conv2D layer of model/cnn.py)
+        if i > 1 and self.conv_mode == "loop":
+            return [ops.max_pool(ops.relu(ops.add(ops.conv(h, w, padding="same"), b)), 2, 2)
+                    for h, w, b in zip(hs, self._unstack(kernel), self._unstack(bias))]
+        h = hs if i == 1 else (hs[0] if self.k == 1 else ops.concatenate(hs, axis=-1))
+        w = ops.reshape(ops.transpose(kernel, (1, 2, 3, 0, 4)), (3, 3, cin, self.k * cout))
+        h = ops.add(ops.conv(h, w, padding="same"), ops.reshape(bias, (self.k * cout,)))
+        h = ops.max_pool(ops.relu(h), 2, 2)
+        return [h] if self.k == 1 else ops.split(h, self.k, axis=-1)
+
+    def _unstack(self, v, axis=0):
+        v = ops.convert_to_tensor(v)  # a variable's value (JAX's unstack takes no Variable)
+        return [ops.squeeze(v, axis)] if self.k == 1 else ops.unstack(v, self.k, axis=axis)
+
+    def _bn(self, hs, name, axes, training):
+        """BatchNormalization of each slice's tensor over `axes`, with that slice's row of
+        gamma, beta and the moving statistics ((K, C) variables, updated in one assignment)."""
+        gamma, beta = getattr(self, f"{name}_gamma"), getattr(self, f"{name}_beta")
+        mean_v, var_v = getattr(self, f"{name}_mean"), getattr(self, f"{name}_var")
+        hs = [ops.cast(h, "float32") for h in hs]
+        if training:
+            moments = [ops.moments(h, axes=axes) for h in hs]
+            mean, var = ops.stack([m for m, _ in moments]), ops.stack([v for _, v in moments])
+            mean_v.assign(mean_v * BN_MOMENTUM + mean * (1.0 - BN_MOMENTUM))
+            var_v.assign(var_v * BN_MOMENTUM + var * (1.0 - BN_MOMENTUM))
+        else:
+            mean, var = mean_v, var_v
+        # tf.nn.batch_normalization's arithmetic (what Keras's layer runs under TensorFlow)
+        inv = ops.rsqrt(var + BN_EPSILON) * gamma
+        shift = beta - mean * inv
+        return [ops.cast(h * a + b, self.compute_dtype)
+                for h, a, b in zip(hs, self._unstack(inv), self._unstack(shift))]
+
+    def _dropout(self, hs, training):
+        if not training or self.rate == 0:
+            return hs
+        return [keras.random.dropout(h, self.rate, seed=g) for h, g in zip(hs, self.seed_gens)]
 
     # -- loss and metrics (used by Keras's own train step under either backend) --------
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
