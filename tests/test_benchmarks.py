@@ -21,6 +21,7 @@ NEEDS_PG = {"bench_overhead", "bench_pruning", "bench_workers", "bench_memory", 
 EXTRA_ARGS = {"bench_gpu": ["--workers", "1"], "bench_pack": ["--report-budget"]}
 EXPECT = {"bench_gpu": "1 worker(s): 2 trials", "bench_memory": "RSS MB after trial: 1:",
           "bench_pack": "numpy float32 matmul 4096x4096 on this CPU",
+          "bench_step": "K = 2: all ops per trial at",
           "bench_pruning": "plot: benchmarks/out/pruning-dry-run.png"}
 
 
