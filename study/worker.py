@@ -16,8 +16,8 @@ With `--pack K` (FACEHPO_PACK) the worker takes up to K WAITING trials, one pop 
 time as above, and trains them together as one packed model (model/packed.py), each
 with its own heartbeat, intermediate values and outcome; whatever stops the pack (a
 signal at the end of an epoch, a lost database, a killed process) re-queues all of its
-trials. `auto` is 1 on a CPU (bench_pack.py found no gain there) and AUTO_GPU_PACK on a
-GPU. The final stage's one trial always runs alone.
+trials. `auto` is AUTO_CPU_PACK (1) on a CPU and AUTO_GPU_PACK on a GPU. The final
+stage's one trial always runs alone.
 """
 from __future__ import annotations
 
@@ -57,6 +57,10 @@ class WorkerConfig:
 
 
 AUTO_GPU_PACK = 16  # not yet measured on a GPU (BENCHMARKS.md): set FACEHPO_PACK there
+# bench_pack on the 2-core Intel Xeon: K = 2 at 1.10x the one-trial trainer's trials/hour,
+# K = 16 0.98x (BENCHMARKS.md section 8). Too small a gain to change what a worker holds by
+# default: a pruned slice keeps costing its pack's time, and a stop re-queues the whole pack.
+AUTO_CPU_PACK = 1
 
 
 def pack_size(text: str, device: str, stage: str) -> int:
@@ -64,7 +68,7 @@ def pack_size(text: str, device: str, stage: str) -> int:
     a positive integer nor auto)."""
     text = str(text).strip().lower()
     if text == "auto":
-        k = 1 if device == "CPU" else AUTO_GPU_PACK
+        k = AUTO_CPU_PACK if device == "CPU" else AUTO_GPU_PACK
     elif text.isdigit() and int(text) >= 1:
         k = int(text)
     else:

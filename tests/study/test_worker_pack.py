@@ -8,6 +8,8 @@ import pytest
 from optuna.trial import TrialState
 
 from dataset.archive import read_meta
+from study.errors import SetupError
+from study.worker import AUTO_CPU_PACK, AUTO_GPU_PACK, pack_size
 from tests.study.cli_runner import error_lines, facehpo, start
 from tests.study.live import by_state, tiny_crops, trials, wait_for
 
@@ -135,3 +137,20 @@ def test_pipeline_packs_the_search_stages_and_runs_the_final_alone(tmp_path):
         assert len(ts) == n and {t.state for t in ts} == {TrialState.COMPLETE}, stage
         assert {t.user_attrs["pack_size"] for t in ts} <= sizes and ts[0].user_attrs["pack_size"] == max(sizes)
     assert (tmp_path / "runs" / "facehpo-final" / "model" / "model.keras").is_file()
+
+
+@pytest.mark.parametrize("text, device, stage, k", [
+    ("auto", "CPU", "coarse", AUTO_CPU_PACK),
+    ("auto", "GPU 0: NVIDIA H200", "fine", AUTO_GPU_PACK),
+    ("auto", "GPU 0: NVIDIA H200", "final", 1),  # the final stage's one trial runs alone
+    (" 4 ", "CPU", "coarse", 4),                 # a number is taken as given
+    ("8", "CPU", "final", 1),
+])
+def test_pack_size_resolves_auto_by_device_and_stage(text, device, stage, k):
+    assert pack_size(text, device, stage) == k
+
+
+@pytest.mark.parametrize("text", ["0", "-2", "two", "2.5", ""])
+def test_pack_size_refuses_what_is_neither_a_count_nor_auto(text):
+    with pytest.raises(SetupError, match="positive integer or auto"):
+        pack_size(text, "CPU", "coarse")
