@@ -16,6 +16,7 @@ import collections
 import glob
 import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -30,7 +31,7 @@ def op_times(logdir: str, steps: int) -> collections.Counter:
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     space = xplane_pb2.XSpace()
-    space.ParseFromString(open(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0], "rb").read())
+    space.ParseFromString(Path(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0]).read_bytes())
     out: collections.Counter = collections.Counter()
     for plane in space.planes:
         for line in plane.lines:
@@ -43,7 +44,7 @@ def op_times(logdir: str, steps: int) -> collections.Counter:
     return out
 
 
-def profile(crops, k: int) -> tuple[collections.Counter, int]:
+def profile(crops, k: int) -> collections.Counter:
     import tensorflow as tf
 
     from bench_pack import draw
@@ -60,7 +61,7 @@ def profile(crops, k: int) -> tuple[collections.Counter, int]:
         tf.profiler.experimental.start(logdir)
         pack.fit(ordered_batches(crops, "train", np.arange(n), 20), epochs=1, shuffle=False, verbose=0)
         tf.profiler.experimental.stop()
-        return op_times(logdir, steps), steps
+        return op_times(logdir, steps)
 
 
 def main(argv=None) -> int:
@@ -76,11 +77,10 @@ def main(argv=None) -> int:
     c.header("training step by op type", args, data=str(path), run=f"Model 1, batch 20, K in {ks}")
     per_trial = {}
     for k in ks:
-        times, steps = profile(crops, k)
-        per_trial[k] = {t: v / k for t, v in times.items()}
+        per_trial[k] = {t: v / k for t, v in profile(crops, k).items()}
     first = per_trial[ks[0]]
     order = sorted(first, key=first.get, reverse=True)
-    shown, rest = order[:args.top], order[args.top:]
+    shown = order[:args.top]
     print("ms per step and trial (thread time)  " + "".join(f"{'K=' + str(k):>9s}" for k in ks))
 
     def row(label, pick):
