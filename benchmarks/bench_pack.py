@@ -9,12 +9,14 @@ before packing (one Keras Sequential per process reset between trials, tf.data f
 the trial's seed shuffling), re-created here; it needs TensorFlow, so under JAX K = 1
 is the baseline. Beside each K: the largest per-trial |delta val accuracy| against the
 same trials at K = 1 (packing must not change results), and the FLOP/s achieved (on a
-GPU against its fp32 and TF32 peaks). `--report-budget` also times the report's whole
+GPU against its fp32 and TF32 peaks). On a CPU under TensorFlow it then times each K's
+convolutions alone (`conv_floor`): the time no scheduling of the other ops can go under.
+`--dropout 0` shows what dropout costs. `--report-budget` also times the report's whole
 budget: coarse 100 x 5 and fine 100 x 20 epochs packed at the best K, the 50-epoch
 final alone.
 
     python benchmarks/bench_pack.py [--quick | --dry-run] [--ks 1,2,4] [--configs N]
-        [--epochs E] [--report-budget] [--synthetic N_TRAIN] [--budget-seconds S]
+        [--epochs E] [--dropout RATE] [--report-budget] [--synthetic N_TRAIN] [--budget-seconds S]
 """
 from __future__ import annotations
 
@@ -33,12 +35,12 @@ TRAIN_FLOP, FORWARD_FLOP = 6 * MACS, 2 * MACS  # per image: 187 / 62.4 MFLOP (Mo
 GPU_PEAKS = {"H200": (67e12, 495e12), "H100": (67e12, 495e12), "A100": (19.5e12, 156e12)}  # fp32, TF32 dense
 
 
-def draw(n: int, seed: int = 0):
+def draw(n: int, seed: int = 0, dropout: float = 0.25):
     from model.cnn import ModelConfig
 
     rng = np.random.default_rng(seed)
-    return [(ModelConfig(lr=float(10 ** rng.uniform(-5, -3)), reg=float(10 ** rng.uniform(-5, -2))),
-             seed * 1_000_003 + i) for i in range(n)]
+    return [(ModelConfig(lr=float(10 ** rng.uniform(-5, -3)), reg=float(10 ** rng.uniform(-5, -2)),
+                         dropout=dropout), seed * 1_000_003 + i) for i in range(n)]
 
 
 def run_packed(crops, members, k: int, epochs: int):
@@ -100,6 +102,56 @@ def run_today(crops, members, epochs: int):
     return time.perf_counter() - t, accs
 
 
+def conv_floor(k: int, n_train: int, n_val: int, batch: int = 20, reps: int = 5) -> float:
+    """Seconds per trial-epoch that a pack of k spends in its convolutions alone (TensorFlow,
+    this machine): conv1 with k x 32 filters on the shared input, forward and its filter and
+    bias gradients; per slice conv2 and conv3, forward and their input, filter and bias
+    gradients; the validation crops forward only. Relu, pooling, dropout, the dense layers
+    and Adam are left out, and the layers here do not wait for each other as the model's
+    do, so no pack of k, however its other ops are scheduled, runs a trial-epoch in less
+    time than this with these kernels. Each part's time is the best of `reps` runs."""
+    import tensorflow as tf
+
+    from model.cnn import CONV_FILTERS, INPUT_SHAPE
+
+    rng = tf.random.Generator.from_seed(0)
+    specs, hw, cin = [], INPUT_SHAPE[0], INPUT_SHAPE[-1]
+    for i, cout in enumerate(CONV_FILTERS, 1):
+        copies, filters = (1, k * cout) if i == 1 else (k, cout)
+        specs += [(rng.uniform((batch, hw, hw, cin)), rng.uniform((3, 3, cin, filters), -0.1, 0.1),
+                   tf.zeros((filters,)), rng.uniform((batch, hw, hw, filters)), i > 1)
+                  for _ in range(copies)]
+        hw, cin = hw // 2, cout
+
+    @tf.function
+    def train_step():
+        grads = []
+        for x, w, b, dy, needs_dx in specs:
+            with tf.GradientTape() as tape:
+                tape.watch([x, w, b])
+                y = tf.nn.bias_add(tf.nn.conv2d(x, w, 1, "SAME"), b)
+            grads += tape.gradient(y, [x, w, b] if needs_dx else [w, b], output_gradients=dy)
+        return grads
+
+    @tf.function
+    def forward():
+        return [tf.nn.bias_add(tf.nn.conv2d(x, w, 1, "SAME"), b) for x, w, b, _, _ in specs]
+
+    def seconds(fn, calls: int = 5) -> float:
+        fn()  # traces
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            for _ in range(calls):
+                out = fn()
+            out[-1].numpy()
+            times.append((time.perf_counter() - t) / calls)
+        return min(times)
+
+    steps, val_steps = math.ceil(n_train / batch), math.ceil(n_val / batch)
+    return (steps * seconds(train_step) + val_steps * seconds(forward)) / k
+
+
 REPORT_BUDGET = ((100, 5), (100, 20), (1, 50))  # coarse, fine (packed), final (alone): 2,550 epochs
 DRY_BUDGET = ((4, 1), (4, 2), (1, 2))
 
@@ -131,6 +183,8 @@ def main(argv=None) -> int:
     p.add_argument("--report-budget", action="store_true", help="also time the report's 2,550 epochs")
     p.add_argument("--synthetic", type=int, metavar="N_TRAIN",
                    help="synthetic crops with N_TRAIN training images instead of the FDDB crops")
+    p.add_argument("--dropout", type=float, default=0.25,
+                   help="dropout rate of every trial (the report's 0.25; 0 shows what dropout costs)")
     p.add_argument("--budget-seconds", type=float, default=float("inf"),
                    help="start no further K once this much time has passed")
     args = p.parse_args(argv)
@@ -160,8 +214,9 @@ def main(argv=None) -> int:
     n_train, n_val = (int((crops.split == s).sum()) for s in (0, 1))
     c.header("trial packing", args, data=f"{path} ({crops.meta.get('source')}, {n_train} train / "
              f"{n_val} val crops)", backend=f"Keras {keras.__version__} on {backend}", device=where,
-             run=f"{n} configurations x {epochs} epochs, Model 1, batch 20, K in {ks}")
-    members = draw(n)
+             run=f"{n} configurations x {epochs} epochs, Model 1, batch 20, dropout {args.dropout:g}, "
+             f"K in {ks}")
+    members = draw(n, dropout=args.dropout)
     flop_per_trial = epochs * (n_train * TRAIN_FLOP + n_val * FORWARD_FLOP)
     today = None
     if backend == "tensorflow":
@@ -207,6 +262,14 @@ def main(argv=None) -> int:
               f"{gflops0 / peak:.0%} of it"
               + (f", today's trainer at {today * flop_per_trial / 3600 / 1e9 / peak:.0%}" if today else "")
               + f": no K can exceed {peak / gflops0:.2f}x K = {k0}")
+    if not gpu and today:  # a tighter ceiling: the convolutions alone, K by K, timed now
+        floors = {k: conv_floor(k, n_train, n_val) * epochs for k, *_ in rows}
+        print("convolutions alone (forward and the gradients training needs, TensorFlow's kernels), "
+              "s per trial: " + ", ".join(f"K = {k} {f:.2f} ({f * rate / 3600:.0%} of the pack's)"
+                                          for (k, rate, *_), f in zip(rows, floors.values())))
+        k_min = min(floors, key=floors.get)
+        print(f"today's trainer takes {3600 / today:.2f} s per trial: with every other op free, no K "
+              f"could exceed {3600 / today / floors[k_min]:.2f}x today's trainer (K = {k_min}'s convolutions)")
     peaks = device_peaks(where)
     if peaks:
         print(f"FLOP/s at K = {best[0]}: {best[3] / 1e3:.2f} TFLOP/s = {best[3] * 1e9 / peaks[0]:.1%} of fp32 "
