@@ -57,8 +57,8 @@ class WorkerConfig:
 
 
 AUTO_GPU_PACK = 16  # not yet measured on a GPU (BENCHMARKS.md): set FACEHPO_PACK there
-# bench_pack on the 2-core Intel Xeon: K = 2 at 1.10x the one-trial trainer's trials/hour,
-# K = 16 0.98x (BENCHMARKS.md section 8). Too small a gain to change what a worker holds by
+# bench_pack on the 2-core Intel Xeon: K = 2 at 1.04-1.11x the one-trial trainer's trials/hour,
+# K = 16 0.94-0.99x K = 1 (BENCHMARKS.md section 8). Too small a gain to change what a worker holds by
 # default: a pruned slice keeps costing its pack's time, and a stop re-queues the whole pack.
 AUTO_CPU_PACK = 1
 
